@@ -1,0 +1,23 @@
+"""Datasets and formats: the built-in scene generator, its writers, and readers of the real formats."""
+
+from .builtin import builtin_data_root, cache_root, write_builtin_set
+from .coco import DATASET_CATALOG, COCODetection, resolve_dataset
+from .synthetic import CATEGORIES, GENERATOR_VERSION, SceneSpec, render_scene, scene_rng
+from .writers import write_coco, write_image_folder, write_image_pool
+
+__all__ = [
+    "CATEGORIES",
+    "DATASET_CATALOG",
+    "GENERATOR_VERSION",
+    "COCODetection",
+    "SceneSpec",
+    "builtin_data_root",
+    "cache_root",
+    "render_scene",
+    "resolve_dataset",
+    "scene_rng",
+    "write_builtin_set",
+    "write_coco",
+    "write_image_folder",
+    "write_image_pool",
+]

@@ -1,0 +1,138 @@
+"""The built-in generated dataset: what every command uses when no data root is given.
+
+It is generated on first use into a cache directory. Generation writes into a temporary directory
+that is renamed into place only when complete, under a file lock, so a killed run never leaves a
+set that looks complete and the processes of one ``torchrun`` job generate it once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+from .synthetic import CATEGORIES, GENERATOR_VERSION, SceneSpec
+from .writers import _atomic_write_bytes, write_coco, write_image_folder, write_image_pool
+
+__all__ = ["builtin_data_root", "cache_root", "write_builtin_set"]
+
+logger = logging.getLogger(__name__)
+
+# Sizes of the default set, tuned so the CPU demo trains a detector that really learns in minutes.
+TRAIN_IMAGES = 800
+VAL_IMAGES = 100
+POOL_IMAGES = 2000
+CLASSIFICATION_TRAIN_IMAGES = 1200
+CLASSIFICATION_VAL_IMAGES = 300
+SEED = 0
+DETECTION_SPEC = SceneSpec()
+# Pretraining pool and classification probes use smaller images: they are only ever cropped and resized.
+SMALL_IMAGE_SPEC = SceneSpec(height=96, width=96)
+
+
+def cache_root() -> Path:
+    """``$TRANSFERLAB_CACHE`` if set, else ``~/.cache/transferlab``."""
+    return Path(os.environ.get("TRANSFERLAB_CACHE") or Path.home() / ".cache" / "transferlab")
+
+
+def write_builtin_set(
+    root,
+    *,
+    train_images: int,
+    val_images: int,
+    pool_images: int,
+    classification_train_images: int,
+    classification_val_images: int,
+    seed: int,
+    detection_spec: SceneSpec,
+    small_image_spec: SceneSpec,
+) -> Path:
+    """Write a complete generated set into ``root``.
+
+    Layout: COCO splits ``annotations/instances_{train,val}.json`` with images in ``train/`` and
+    ``val/``; an unlabeled ``pool/``; ImageFolder splits ``classification/{train,val}/<class>/``;
+    and ``manifest.json`` recording how the set was made.
+    """
+    root = Path(root)
+    write_coco(root, "train", train_images, detection_spec, seed)
+    write_coco(root, "val", val_images, detection_spec, seed)
+    write_image_pool(root / "pool", pool_images, small_image_spec, seed)
+    write_image_folder(root / "classification", "train", classification_train_images, small_image_spec, seed)
+    write_image_folder(root / "classification", "val", classification_val_images, small_image_spec, seed)
+    manifest = {
+        "generator_version": GENERATOR_VERSION,
+        "seed": seed,
+        "train_images": train_images,
+        "val_images": val_images,
+        "pool_images": pool_images,
+        "classification_train_images": classification_train_images,
+        "classification_val_images": classification_val_images,
+        "detection_spec": dataclasses.asdict(detection_spec),
+        "small_image_spec": dataclasses.asdict(small_image_spec),
+        "categories": CATEGORIES,
+    }
+    _atomic_write_bytes(root / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
+    return root
+
+
+def _default_set_arguments() -> dict:
+    # Read at call time, so tuning the module constants takes effect without a restart of anything.
+    return {
+        "train_images": TRAIN_IMAGES,
+        "val_images": VAL_IMAGES,
+        "pool_images": POOL_IMAGES,
+        "classification_train_images": CLASSIFICATION_TRAIN_IMAGES,
+        "classification_val_images": CLASSIFICATION_VAL_IMAGES,
+        "seed": SEED,
+        "detection_spec": DETECTION_SPEC,
+        "small_image_spec": SMALL_IMAGE_SPEC,
+    }
+
+
+_BUILTIN_SETS = {"default": _default_set_arguments}
+
+
+def builtin_data_root(name: str = "default") -> Path:
+    """Directory of the named built-in set, generating it on first use.
+
+    The directory name carries the generator version and a digest of the set's parameters, so a
+    change of either generates a fresh set instead of reusing a stale one.
+    """
+    if name not in _BUILTIN_SETS:
+        raise ValueError(f"Unknown built-in dataset {name!r}; known: {', '.join(sorted(_BUILTIN_SETS))}")
+    arguments = _BUILTIN_SETS[name]()
+    serialized = json.dumps(
+        {k: dataclasses.asdict(v) if isinstance(v, SceneSpec) else v for k, v in arguments.items()}, sort_keys=True
+    )
+    digest = hashlib.sha256(serialized.encode()).hexdigest()[:8]
+    data_dir = cache_root() / "data"
+    final = data_dir / f"{name}-v{GENERATOR_VERSION}-{digest}"
+    if final.is_dir():
+        return final
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    with open(data_dir / f".{final.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed, also if the process dies
+        if final.is_dir():  # another process generated it while we waited
+            return final
+        # Every generator holds the lock, so temporary directories seen now belong to killed runs.
+        for leftover in data_dir.glob(f".{final.name}.tmp-*"):
+            shutil.rmtree(leftover)
+        temporary = data_dir / f".{final.name}.tmp-{os.getpid()}"
+        temporary.mkdir()
+        logger.info("Generating built-in dataset %r into %s (first use) ...", name, final)
+        start = time.perf_counter()
+        try:
+            write_builtin_set(temporary, **arguments)
+            os.rename(temporary, final)
+        except BaseException:
+            shutil.rmtree(temporary, ignore_errors=True)
+            raise
+        logger.info("Generated built-in dataset %r in %.1f s", name, time.perf_counter() - start)
+    return final

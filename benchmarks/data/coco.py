@@ -1,0 +1,289 @@
+"""COCO-format detection datasets: the dataset catalog and a torch Dataset over pycocotools.
+
+The same reader serves real COCO (``/data/coco``) and the built-in generated set. Annotation files
+are validated when the dataset is built, so a broken file fails at once with the file and the
+annotation id in the message instead of deep inside a training run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Callable
+
+import cv2
+import numpy as np
+import torch
+from pycocotools.coco import COCO
+
+__all__ = ["DATASET_CATALOG", "resolve_dataset", "COCODetection"]
+
+logger = logging.getLogger(__name__)
+
+# name -> (image directory, annotation file), both relative to a data root (Detectron2's builtin layout).
+DATASET_CATALOG = {
+    "coco_2017_train": ("train2017", "annotations/instances_train2017.json"),
+    "coco_2017_val": ("val2017", "annotations/instances_val2017.json"),
+    "builtin_coco_train": ("train", "annotations/instances_train.json"),
+    "builtin_coco_val": ("val", "annotations/instances_val.json"),
+}
+
+
+def resolve_dataset(name: str, root) -> tuple[Path, Path]:
+    """``(image_dir, annotation_file)`` of a catalog dataset under ``root``; both must exist."""
+    if name not in DATASET_CATALOG:
+        raise ValueError(f"Unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASET_CATALOG))}")
+    image_dir, annotation_file = (Path(root) / relative for relative in DATASET_CATALOG[name])
+    if not annotation_file.is_file():
+        raise FileNotFoundError(f"Annotation file of dataset {name!r} not found: {annotation_file}")
+    if not image_dir.is_dir():
+        raise FileNotFoundError(f"Image directory of dataset {name!r} not found: {image_dir}")
+    return image_dir, annotation_file
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _segmentation_problem(segmentation, height: int, width: int) -> str | None:
+    """What is wrong with a COCO segmentation (polygons or RLE), or None if it is well formed."""
+    if isinstance(segmentation, list):
+        if not segmentation:
+            return "has an empty polygon list as segmentation"
+        for polygon in segmentation:
+            if not isinstance(polygon, list) or len(polygon) < 6 or len(polygon) % 2:
+                return "has a segmentation polygon that is not a flat list of at least 3 (x, y) points"
+        return None
+    if isinstance(segmentation, dict):
+        counts, size = segmentation.get("counts"), segmentation.get("size")
+        if size != [height, width]:
+            return f"has an RLE segmentation of size {size!r}, but its image is [{height}, {width}]"
+        if isinstance(counts, list):
+            if not all(isinstance(c, int) and c >= 0 for c in counts):
+                return "has uncompressed RLE counts that are not all non-negative integers"
+            if sum(counts) != height * width:
+                return f"has uncompressed RLE counts summing to {sum(counts)}, expected {height * width}"
+            return None
+        if not isinstance(counts, str):
+            return "has an RLE segmentation without a 'counts' string or list"
+        return None
+    return f"has a segmentation that is neither a polygon list nor an RLE dict: {segmentation!r:.80}"
+
+
+def _load_coco_json(annotation_file: Path, with_masks: bool) -> dict:
+    """Read and validate a COCO annotation file; every error names the file."""
+    if not annotation_file.is_file():
+        raise FileNotFoundError(f"COCO annotation file not found: {annotation_file}")
+    try:
+        with open(annotation_file) as f:
+            dataset = json.load(f)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{annotation_file} is not valid JSON: {e}") from e
+    required = ("images", "annotations", "categories")
+    if not isinstance(dataset, dict) or any(not isinstance(dataset.get(key), list) for key in required):
+        present = sorted(dataset) if isinstance(dataset, dict) else type(dataset).__name__
+        raise ValueError(
+            f"{annotation_file} is not a COCO annotation file: expected lists 'images', 'annotations' "
+            f"and 'categories' at the top level, found {present}"
+        )
+
+    images = {}
+    for position, image in enumerate(dataset["images"]):
+        image_id = image.get("id") if isinstance(image, dict) else None
+        if not (
+            isinstance(image_id, int)
+            and isinstance(image.get("file_name"), str)
+            and isinstance(image.get("height"), int)
+            and isinstance(image.get("width"), int)
+            and image["height"] > 0
+            and image["width"] > 0
+        ):
+            raise ValueError(
+                f"{annotation_file}: image entry #{position} (id {image_id!r}) needs an integer 'id', "
+                "a 'file_name' and positive integer 'height' and 'width'"
+            )
+        if image_id in images:
+            raise ValueError(f"{annotation_file}: image id {image_id} appears more than once")
+        images[image_id] = image
+
+    category_ids = set()
+    for position, category in enumerate(dataset["categories"]):
+        if not (isinstance(category, dict) and isinstance(category.get("id"), int) and "name" in category):
+            raise ValueError(f"{annotation_file}: category entry #{position} needs an integer 'id' and a 'name'")
+        category_ids.add(category["id"])
+    if not category_ids:
+        raise ValueError(f"{annotation_file}: 'categories' is empty")
+
+    annotation_ids = set()
+    for position, annotation in enumerate(dataset["annotations"]):
+        annotation_id = annotation.get("id") if isinstance(annotation, dict) else None
+        if not isinstance(annotation_id, int):
+            raise ValueError(f"{annotation_file}: annotation entry #{position} has no integer 'id'")
+        where = f"annotation id {annotation_id} in {annotation_file}"
+        if annotation_id in annotation_ids:
+            raise ValueError(f"{where} appears more than once")
+        annotation_ids.add(annotation_id)
+        image = images.get(annotation.get("image_id"))
+        if image is None:
+            raise ValueError(f"{where} refers to unknown image_id {annotation.get('image_id')!r}")
+        if annotation.get("category_id") not in category_ids:
+            raise ValueError(f"{where} refers to unknown category_id {annotation.get('category_id')!r}")
+        bbox = annotation.get("bbox")
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+            raise ValueError(f"{where} has a missing or malformed bbox {bbox!r}; expected [x, y, width, height]")
+        if with_masks:
+            if "segmentation" not in annotation:
+                raise ValueError(f"{where} has no segmentation (needed with with_masks=True)")
+            problem = _segmentation_problem(annotation["segmentation"], image["height"], image["width"])
+            if problem:
+                raise ValueError(f"{where} {problem}")
+    return dataset
+
+
+class COCODetection(torch.utils.data.Dataset):
+    """COCO instance annotations as torchvision detection samples.
+
+    ``dataset[i]`` is ``(image, target)``: ``image`` a uint8 3xHxW RGB tensor and ``target`` a dict
+    with ``boxes`` (float32 Nx4, absolute XYXY), ``labels`` (int64 N, contiguous 1..K; 0 is the
+    background, as torchvision detection models expect), ``masks`` (uint8 NxHxW, if
+    ``with_masks``) and ``image_id``. Crowd annotations and boxes thinner than one pixel are left
+    out of the target, as in Detectron2's training data; they stay in ``coco`` for evaluation.
+
+    Args:
+        image_dir: directory that the images' ``file_name`` entries are relative to.
+        ann_file: COCO instances json.
+        with_masks: decode instance masks (polygons, compressed or uncompressed RLE).
+        filter_empty: drop images without a usable annotation (for training; evaluate with False).
+        transforms: optional callable ``(image, target) -> (image, target)``.
+    """
+
+    def __init__(
+        self,
+        image_dir,
+        ann_file,
+        with_masks: bool = True,
+        filter_empty: bool = True,
+        transforms: Callable | None = None,
+    ):
+        self.image_dir = Path(image_dir)
+        self.ann_file = Path(ann_file)
+        self.with_masks = with_masks
+        self.transforms = transforms
+        dataset = _load_coco_json(self.ann_file, with_masks)
+        with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+            self.coco = COCO()
+            self.coco.dataset = dataset
+            self.coco.createIndex()
+
+        coco_category_ids = sorted(self.coco.cats)
+        self.coco_to_contiguous_id = {coco_id: i + 1 for i, coco_id in enumerate(coco_category_ids)}
+        self.contiguous_to_coco_id = {i: coco_id for coco_id, i in self.coco_to_contiguous_id.items()}
+        # class_names[label - 1] is the name of contiguous label ``label``.
+        self.class_names = [self.coco.cats[coco_id]["name"] for coco_id in coco_category_ids]
+
+        self._instances = {}  # image id -> (boxes, labels, annotations) of the usable annotations
+        num_degenerate = 0
+        for image_id, image in self.coco.imgs.items():
+            boxes, labels, annotations = [], [], []
+            for annotation in self.coco.imgToAnns.get(image_id, []):
+                if annotation.get("iscrowd", 0):
+                    continue
+                x, y, w, h = annotation["bbox"]
+                x0, y0 = min(max(x, 0), image["width"]), min(max(y, 0), image["height"])
+                x1, y1 = min(max(x + w, 0), image["width"]), min(max(y + h, 0), image["height"])
+                if x1 - x0 < 1 or y1 - y0 < 1:
+                    num_degenerate += 1
+                    continue
+                boxes.append([x0, y0, x1, y1])
+                labels.append(self.coco_to_contiguous_id[annotation["category_id"]])
+                annotations.append(annotation)
+            self._instances[image_id] = (
+                np.array(boxes, dtype=np.float32).reshape(-1, 4),
+                np.array(labels, dtype=np.int64),
+                annotations,
+            )
+        if num_degenerate:
+            logger.warning(
+                "Dropped %d annotations of %s whose box is less than 1 pixel wide or high inside the image.",
+                num_degenerate,
+                self.ann_file,
+            )
+
+        image_ids = sorted(self.coco.imgs)
+        if filter_empty:
+            kept = [image_id for image_id in image_ids if len(self._instances[image_id][1])]
+            if len(kept) < len(image_ids):
+                logger.info(
+                    "Removed %d images without usable (non-crowd, non-degenerate) annotations from %s; %d left.",
+                    len(image_ids) - len(kept),
+                    self.ann_file,
+                    len(kept),
+                )
+            image_ids = kept
+        if not image_ids:
+            reason = " after removing images without usable annotations" if filter_empty else ""
+            raise ValueError(f"Dataset from {self.ann_file} has no images{reason}")
+        self.image_ids = image_ids
+
+    def __len__(self) -> int:
+        return len(self.image_ids)
+
+    def image_path(self, image_id: int) -> Path:
+        return self.image_dir / self.coco.imgs[image_id]["file_name"]
+
+    def check_images(self):
+        """Fail fast, before training, if any image file is missing (existence only; no decoding)."""
+        missing = [path for path in map(self.image_path, self.image_ids) if not os.path.exists(path)]
+        if missing:
+            examples = ", ".join(str(path) for path in missing[:5])
+            raise FileNotFoundError(
+                f"{len(missing)} of {len(self.image_ids)} images listed in {self.ann_file} are missing, e.g. {examples}"
+            )
+
+    def _read_image(self, image_id: int) -> torch.Tensor:
+        path = self.image_path(image_id)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"Image file not found: {path} (image id {image_id} in {self.ann_file})")
+        # Stored pixel order, as COCO annotations are made; grayscale, CMYK and 16-bit become 8-bit colour.
+        try:
+            encoded = np.fromfile(path, dtype=np.uint8)
+        except OSError as e:
+            raise OSError(f"Cannot read image file {path}: {e}") from e
+        image = cv2.imdecode(encoded, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if encoded.size else None
+        if image is None:
+            raise OSError(f"Cannot decode image file {path} (image id {image_id} in {self.ann_file})")
+        info = self.coco.imgs[image_id]
+        if image.shape[:2] != (info["height"], info["width"]):
+            raise ValueError(
+                f"Image file {path} is {image.shape[1]}x{image.shape[0]} (WxH), but {self.ann_file} "
+                f"says {info['width']}x{info['height']} for image id {image_id}"
+            )
+        return torch.from_numpy(np.ascontiguousarray(image[:, :, ::-1].transpose(2, 0, 1)))
+
+    def _masks(self, image_id: int, annotations: list[dict]) -> np.ndarray:
+        info = self.coco.imgs[image_id]
+        masks = np.zeros((len(annotations), info["height"], info["width"]), dtype=np.uint8)
+        for i, annotation in enumerate(annotations):
+            try:
+                masks[i] = self.coco.annToMask(annotation)
+            except (TypeError, ValueError) as e:  # pycocotools does not say which annotation failed
+                raise ValueError(
+                    f"Cannot decode the segmentation of annotation id {annotation['id']} in {self.ann_file}: {e}"
+                ) from e
+        return masks
+
+    def __getitem__(self, index: int):
+        image_id = self.image_ids[index]
+        image = self._read_image(image_id)
+        boxes, labels, annotations = self._instances[image_id]
+        target = {"boxes": torch.tensor(boxes), "labels": torch.tensor(labels), "image_id": image_id}
+        if self.with_masks:
+            target["masks"] = torch.from_numpy(self._masks(image_id, annotations))
+        if self.transforms is not None:
+            image, target = self.transforms(image, target)
+        return image, target

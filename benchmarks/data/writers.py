@@ -1,0 +1,150 @@
+"""Write rendered scenes in the real on-disk formats, so generated and real data share one reader.
+
+Every file is written under a temporary name and renamed into place, so a killed run never leaves
+a truncated file under a final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+from pycocotools import mask as mask_utils
+from tqdm import tqdm
+
+from .synthetic import CATEGORIES, GENERATOR_VERSION, SceneSpec, render_scene, scene_rng
+
+__all__ = ["write_coco", "write_image_pool", "write_image_folder"]
+
+JPEG_QUALITY = 95
+PROGRESS_BAR_MIN_IMAGES = 300  # smaller writes finish too fast for a progress bar to help
+
+
+def _atomic_write_bytes(path: Path, data: bytes):
+    # Hidden and without an image extension, so readers never pick up a partial file.
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(temporary, "wb") as f:
+        f.write(data)
+    os.replace(temporary, path)
+
+
+def _write_jpeg(path: Path, image: np.ndarray):
+    params = [
+        cv2.IMWRITE_JPEG_QUALITY,
+        JPEG_QUALITY,
+        # No chroma subsampling: object colours stay sharp up to their mask boundary.
+        cv2.IMWRITE_JPEG_SAMPLING_FACTOR,
+        cv2.IMWRITE_JPEG_SAMPLING_FACTOR_444,
+    ]
+    ok, encoded = cv2.imencode(".jpg", np.ascontiguousarray(image[..., ::-1]), params)
+    if not ok:
+        raise RuntimeError(f"JPEG encoding failed for {path}")
+    _atomic_write_bytes(path, encoded.tobytes())
+
+
+def _progress(iterable, total: int, description: str):
+    return tqdm(iterable, total=total, desc=description, unit="img", disable=total < PROGRESS_BAR_MIN_IMAGES)
+
+
+def _compressed_rle(mask: np.ndarray) -> dict:
+    rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+    return {"size": [int(s) for s in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def _uncompressed_rle(mask: np.ndarray) -> dict:
+    """Run lengths over the column-major mask, starting with a run of zeros, as COCO crowds are stored."""
+    flat = mask.ravel(order="F").astype(np.int8)
+    boundaries = np.concatenate([[0], np.flatnonzero(np.diff(flat)) + 1, [flat.size]])
+    counts = np.diff(boundaries).tolist()
+    if flat[0]:
+        counts.insert(0, 0)
+    return {"counts": counts, "size": list(mask.shape)}
+
+
+def write_coco(root, split: str, num_images: int, spec: SceneSpec = SceneSpec(), seed: int = 0) -> Path:
+    """Write a COCO instance-segmentation split and return the annotation file.
+
+    Layout: ``root/annotations/instances_{split}.json`` and ``root/{split}/{image_id:012d}.jpg``.
+    Objects are stored as compressed RLE, crowds as uncompressed RLE, as in real COCO.
+    """
+    root = Path(root)
+    image_dir, annotation_dir = root / split, root / "annotations"
+    image_dir.mkdir(parents=True, exist_ok=True)
+    annotation_dir.mkdir(parents=True, exist_ok=True)
+    images, annotations = [], []
+    for index in _progress(range(num_images), num_images, f"COCO {split}"):
+        image_id = index + 1
+        image, instances = render_scene(scene_rng(seed, f"coco/{split}", index), spec)
+        file_name = f"{image_id:012d}.jpg"
+        _write_jpeg(image_dir / file_name, image)
+        images.append(
+            {"id": image_id, "file_name": file_name, "height": spec.height, "width": spec.width, "license": 1}
+        )
+        for instance in instances:
+            encode = _uncompressed_rle if instance["iscrowd"] else _compressed_rle
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image_id,
+                    "category_id": instance["category_id"],
+                    "segmentation": encode(instance["mask"]),
+                    "area": instance["area"],
+                    "bbox": [float(v) for v in instance["bbox"]],
+                    "iscrowd": instance["iscrowd"],
+                }
+            )
+    dataset = {
+        "info": {
+            "description": f"transferlab synthetic scenes, split {split!r}",
+            "version": str(GENERATOR_VERSION),
+            "seed": seed,
+            "contributor": "transferlab",
+        },
+        "licenses": [{"id": 1, "name": "CC0 1.0", "url": "https://creativecommons.org/publicdomain/zero/1.0/"}],
+        "images": images,
+        "annotations": annotations,
+        "categories": [dict(category) for category in CATEGORIES],
+    }
+    annotation_file = annotation_dir / f"instances_{split}.json"
+    _atomic_write_bytes(annotation_file, json.dumps(dataset, separators=(",", ":")).encode())
+    return annotation_file
+
+
+def write_image_pool(directory, num_images: int, spec: SceneSpec = SceneSpec(), seed: int = 0) -> Path:
+    """Write an unlabeled flat directory of scene images (``{index:06d}.jpg``) for self-supervised pretraining."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    for index in _progress(range(num_images), num_images, "image pool"):
+        image, _ = render_scene(scene_rng(seed, "pool", index), spec)
+        _write_jpeg(directory / f"{index:06d}.jpg", image)
+    return directory
+
+
+def write_image_folder(root, split: str, num_images: int, spec: SceneSpec = SceneSpec(), seed: int = 0) -> Path:
+    """Write a torchvision ImageFolder split ``root/{split}/{class_name}/{index:06d}.jpg``.
+
+    An image's class is that of its largest visible (non-crowd) object; scenes without one are
+    skipped, so indices may have gaps. Only classes that occur get a directory (ImageFolder rejects
+    empty class directories).
+    """
+    if spec.max_objects == 0:
+        raise ValueError("write_image_folder needs scenes with objects to label, got spec.max_objects=0")
+    split_dir = Path(root) / split
+    names = {category["id"]: category["name"] for category in CATEGORIES}
+    index, written = 0, 0
+    with _progress(None, num_images, f"image folder {split}") as progress:
+        while written < num_images:
+            image, instances = render_scene(scene_rng(seed, f"classification/{split}", index), spec)
+            objects = [instance for instance in instances if not instance["iscrowd"]]
+            if objects:
+                dominant = max(objects, key=lambda instance: instance["area"])
+                class_dir = split_dir / names[dominant["category_id"]]
+                class_dir.mkdir(parents=True, exist_ok=True)
+                _write_jpeg(class_dir / f"{index:06d}.jpg", image)
+                written += 1
+                progress.update()
+            index += 1
+    return split_dir

@@ -1,0 +1,180 @@
+"""Fine-tune and evaluate a detector from a pretrained backbone: the detection transfer benchmark, top to bottom."""
+import json
+import logging
+from pathlib import Path
+
+import torch
+
+from converters import load_backbone
+
+from ..data.builtin import builtin_data_root
+from ..data.coco import COCODetection, resolve_dataset
+from ..engine.checkpoint import Checkpointer, unwrap
+from ..engine.distributed import get_rank, get_world_size, is_main_process
+from ..engine.precise_bn import update_bn_stats
+from ..engine.seed import seed_everything
+from ..engine.solver import build_sgd, build_warmup_multistep
+from ..engine.trainer import IterationTrainer, TrainingSchedule, amp_dtype
+from ..modeling.norm import resolve_norm
+from .data import build_test_loader, build_train_loader
+from .evaluation import evaluate_coco, results_table, run_inference
+from .rcnn_c4 import build_rcnn_c4, load_backbone_weights
+
+logger = logging.getLogger("transferlab")
+
+
+def scale_to_world_size(cfg):
+    """Detectron2's auto-scaling: keep the per-process batch of ``REFERENCE_WORLD_SIZE`` and scale lr and schedule."""
+    reference, world_size = cfg.SOLVER.REFERENCE_WORLD_SIZE, get_world_size()
+    if reference == 0 or reference == world_size:
+        return cfg
+    scale = world_size / reference
+    cfg = cfg.clone()
+    cfg.defrost()
+    solver = cfg.SOLVER
+    solver.IMS_PER_BATCH = int(round(solver.IMS_PER_BATCH * scale))
+    solver.BASE_LR *= scale
+    solver.MAX_ITER = int(round(solver.MAX_ITER / scale))
+    solver.WARMUP_ITERS = int(round(solver.WARMUP_ITERS / scale))
+    solver.STEPS = tuple(int(round(step / scale)) for step in solver.STEPS)
+    solver.CHECKPOINT_PERIOD = int(round(solver.CHECKPOINT_PERIOD / scale))
+    cfg.TEST.EVAL_PERIOD = int(round(cfg.TEST.EVAL_PERIOD / scale))
+    solver.REFERENCE_WORLD_SIZE = world_size
+    cfg.freeze()
+    logger.info("Linear scaling from %d to %d processes: IMS_PER_BATCH %d, BASE_LR %g, MAX_ITER %d, STEPS %s",
+                reference, world_size, solver.IMS_PER_BATCH, solver.BASE_LR, solver.MAX_ITER, solver.STEPS)
+    return cfg
+
+
+def dataset_root(cfg) -> Path:
+    return Path(cfg.DATASETS.ROOT) if cfg.DATASETS.ROOT else builtin_data_root()
+
+
+def load_datasets(cfg):
+    if len(cfg.DATASETS.TRAIN) != 1 or len(cfg.DATASETS.TEST) != 1:
+        raise NotImplementedError("training or testing on several datasets at once is not implemented; "
+                                  "give one name in DATASETS.TRAIN and one in DATASETS.TEST")
+    root = dataset_root(cfg)
+    train_set = COCODetection(*resolve_dataset(cfg.DATASETS.TRAIN[0], root), with_masks=cfg.MODEL.MASK_ON)
+    test_set = COCODetection(*resolve_dataset(cfg.DATASETS.TEST[0], root), with_masks=False, filter_empty=False)
+    for dataset in (train_set, test_set):
+        dataset.check_images()
+        if len(dataset.class_names) != cfg.MODEL.ROI_HEADS.NUM_CLASSES:
+            raise ValueError(f"{dataset.ann_file} has {len(dataset.class_names)} categories but "
+                             f"MODEL.ROI_HEADS.NUM_CLASSES is {cfg.MODEL.ROI_HEADS.NUM_CLASSES}")
+    logger.info("Train: %s (%d images), test: %s (%d images), %d classes", train_set.ann_file, len(train_set),
+                test_set.ann_file, len(test_set), len(train_set.class_names))
+    return train_set, test_set
+
+
+def initialize_backbone(model, cfg) -> None:
+    weights = cfg.MODEL.WEIGHTS
+    if weights == "none":
+        logger.info("MODEL.WEIGHTS none: the backbone starts from random initialization (the scratch baseline)")
+        return
+    state_dict, meta = load_backbone(weights)
+    expected_arch = f"resnet{cfg.MODEL.RESNETS.DEPTH}"
+    if meta["arch"] != expected_arch:
+        raise ValueError(f"{weights} holds a {meta['arch']} backbone but the detector is built on {expected_arch} "
+                         f"(MODEL.RESNETS.DEPTH {cfg.MODEL.RESNETS.DEPTH})")
+    loaded = load_backbone_weights(model, state_dict)
+    logger.info("Loaded %d of the checkpoint's %d backbone tensors from %s (%s format, %s%s)%s", loaded,
+                len(state_dict), weights, meta.get("source_format", "?"), meta["arch"],
+                f", method {meta['method']}" if meta.get("method") else "",
+                "; FrozenBN keeps no BN batch counters" if loaded < len(state_dict) else "")
+    for key, value in (("pixel_mean", cfg.MODEL.PIXEL_MEAN), ("pixel_std", cfg.MODEL.PIXEL_STD)):
+        if meta.get(key) is not None and [round(v, 3) for v in meta[key]] != [round(v, 3) for v in value]:
+            logger.warning("The backbone was pretrained with %s %s, the detector normalizes with MODEL.%s %s",
+                           key, meta[key], key.upper(), list(value))
+
+
+def detection_losses(device):
+    def compute(model, batch):
+        images, targets = batch
+        images = [image.to(device, non_blocking=True) for image in images]
+        targets = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
+        return model(images, targets)
+    return compute
+
+
+def write_results(output_dir: Path, metrics: dict, results: list) -> None:
+    (output_dir / "coco_instances_results.json").write_text(json.dumps(results))
+    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (output_dir / "results.md").write_text(results_table(metrics) + "\n")
+
+
+def run(cfg, resume: bool = False, eval_only: bool = False) -> dict:
+    """Train (or resume) and evaluate; returns the final metrics on the main process."""
+    cfg = scale_to_world_size(cfg)
+    output_dir = Path(cfg.OUTPUT_DIR)
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+
+    train_set, test_set = load_datasets(cfg)
+
+    seed_everything(cfg.SEED)  # identical initialization on every rank
+    norm = resolve_norm(cfg.MODEL.RESNETS.NORM, device)
+    model = build_rcnn_c4(cfg, norm)
+    if not (eval_only or resume):
+        initialize_backbone(model, cfg)
+    model.to(device)
+    seed_everything(cfg.SEED + get_rank())  # distinct proposal sampling per rank, as in Detectron2
+    logger.info("Model: R%d-C4 %s R-CNN, norm %s, %.1fM parameters", cfg.MODEL.RESNETS.DEPTH,
+                "Mask" if cfg.MODEL.MASK_ON else "Faster", norm, sum(p.numel() for p in model.parameters()) / 1e6)
+
+    train_model = model
+    if get_world_size() > 1:
+        train_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+
+    optimizer = build_sgd(model, cfg.SOLVER.BASE_LR, cfg.SOLVER.MOMENTUM, cfg.SOLVER.WEIGHT_DECAY,
+                          cfg.SOLVER.WEIGHT_DECAY_NORM)
+    scheduler = build_warmup_multistep(optimizer, cfg.SOLVER)
+    use_scaler = cfg.SOLVER.AMP.ENABLED and device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda") if use_scaler else None
+    checkpointer = Checkpointer(output_dir, model, optimizer, scheduler, scaler)
+    if resume or eval_only:
+        start_iter = checkpointer.resume()
+        if eval_only and checkpointer.last_checkpoint() is None:
+            raise FileNotFoundError(f"--eval-only: no checkpoint in {output_dir} to evaluate")
+    else:
+        checkpointer.check_fresh_start()
+        start_iter = 0
+
+    test_loader = build_test_loader(cfg, test_set)
+    iou_types = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
+    compute_losses = detection_losses(device)
+
+    def evaluate(iteration: int):
+        results = run_inference(model, test_loader, device, test_set.contiguous_to_coco_id,
+                                amp_dtype(device, cfg.SOLVER.AMP.ENABLED))
+        if not is_main_process():
+            return None
+        metrics = evaluate_coco(test_set.coco, results, iou_types)
+        write_results(output_dir, metrics, results)
+        logger.info("Evaluation at iteration %d on %s:\n%s", iteration, cfg.DATASETS.TEST[0], results_table(metrics))
+        return metrics
+
+    def precise_bn(iteration: int):
+        if cfg.TEST.PRECISE_BN.ENABLED:
+            batches = build_train_loader(cfg, train_set, start_iter=iteration)
+            update_bn_stats(train_model, iter(batches), compute_losses, cfg.TEST.PRECISE_BN.NUM_ITER)
+
+    if eval_only:
+        return evaluate(start_iter)
+
+    clip = cfg.SOLVER.CLIP_GRADIENTS
+    schedule = TrainingSchedule(
+        max_iter=cfg.SOLVER.MAX_ITER,
+        checkpoint_period=cfg.SOLVER.CHECKPOINT_PERIOD,
+        eval_period=cfg.TEST.EVAL_PERIOD,
+        clip_type=clip.CLIP_TYPE if clip.ENABLED else None,
+        clip_value=clip.CLIP_VALUE,
+        clip_norm_type=clip.NORM_TYPE,
+    )
+    trainer = IterationTrainer(
+        train_model, optimizer, scheduler, checkpointer, schedule,
+        make_train_iterator=lambda start: build_train_loader(cfg, train_set, start),
+        compute_losses=compute_losses, device=device, amp=cfg.SOLVER.AMP.ENABLED,
+        evaluate=evaluate, before_evaluate=precise_bn,
+    )
+    return trainer.train(start_iter)

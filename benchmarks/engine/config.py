@@ -1,0 +1,33 @@
+"""YAML configs with ``_BASE_`` inheritance and ``KEY VALUE`` overrides, as Detectron2 users know them."""
+from pathlib import Path
+
+import yaml
+from fvcore.common.config import CfgNode
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def load_config(defaults: CfgNode, config_file=None, overrides=()) -> CfgNode:
+    """Defaults, then the file (with its ``_BASE_`` chain), then ``KEY VALUE`` pairs; unknown keys are errors."""
+    cfg = defaults.clone()
+    if config_file is not None:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        try:
+            cfg.merge_from_file(str(path))
+        except KeyError as err:
+            raise ConfigError(f"{path}: {err.args[0] if err.args else err}") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    overrides = list(overrides)
+    if len(overrides) % 2:
+        raise ConfigError(f"overrides must be KEY VALUE pairs, got an odd number: {overrides}")
+    try:
+        cfg.merge_from_list(overrides)
+    except (KeyError, ValueError) as err:
+        raise ConfigError(f"bad override: {err.args[0] if err.args else err}") from None
+    cfg.freeze()
+    return cfg

@@ -1,0 +1,92 @@
+"""Normalization choices of the transfer protocols: SyncBN (MoCo), BN, FrozenBN (Detectron2's ImageNet default)."""
+import logging
+
+import torch
+from torch import nn
+from torchvision.ops import FrozenBatchNorm2d
+
+from ..engine.distributed import differentiable_all_reduce, get_world_size, is_distributed
+
+logger = logging.getLogger("transferlab")
+
+NORM_CHOICES = ("SyncBN", "naiveSyncBN", "BN", "FrozenBN")
+
+
+class NaiveSyncBatchNorm(nn.BatchNorm2d):
+    """BatchNorm whose batch statistics are pooled over all processes with plain all-reduces.
+
+    Works on any backend (gloo on CPUs included, where ``nn.SyncBatchNorm`` does not run) and weights
+    each process by its sample count, so ranks with different numbers of RoIs, or none, are handled.
+    In one process it is exactly ``nn.BatchNorm2d``.
+    """
+
+    def forward(self, input):
+        if not self.training or not is_distributed():
+            return super().forward(input)
+        channels = input.shape[1]
+        x = input.float()
+        count = x.numel() // channels
+        sums = torch.cat([x.sum(dim=[0, 2, 3]), (x * x).sum(dim=[0, 2, 3]), x.new_full((1,), float(count))])
+        sums = differentiable_all_reduce(sums)
+        total = sums[-1].detach()
+        if total.item() == 0:
+            return input + 0.0 * sum(p.sum() for p in self.parameters())
+        mean = sums[:channels] / total
+        var = (sums[channels:2 * channels] / total - mean * mean).clamp_min(0.0)
+        with torch.no_grad():
+            self.num_batches_tracked.add_(1)
+            # momentum None is BN's cumulative average, which precise BN relies on
+            momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+            unbiased = var * total / (total - 1).clamp_min(1.0)
+            self.running_mean.mul_(1 - momentum).add_(momentum * mean.detach())
+            self.running_var.mul_(1 - momentum).add_(momentum * unbiased.detach())
+        scale = self.weight * torch.rsqrt(var + self.eps)
+        shift = self.bias - mean * scale
+        out = x * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
+        return out.to(input.dtype)
+
+
+def resolve_norm(norm: str, device: torch.device) -> str:
+    """The norm that actually runs here: SyncBN needs several processes, ``nn.SyncBatchNorm`` needs CUDA."""
+    if norm not in NORM_CHOICES:
+        raise ValueError(f"unknown norm {norm!r}; choose one of {', '.join(NORM_CHOICES)}")
+    if norm in ("SyncBN", "naiveSyncBN") and get_world_size() == 1:
+        logger.info("%s in a single process is plain BN (batch statistics over this process's batch).", norm)
+        return "BN"
+    if norm == "SyncBN" and device.type != "cuda":
+        logger.info("SyncBN on %s: using naiveSyncBN (all-reduce of batch statistics over gloo).", device.type)
+        return "naiveSyncBN"
+    return norm
+
+
+def norm_layer(norm: str):
+    """A ``num_features -> module`` factory, as torchvision's ResNet takes for ``norm_layer``."""
+    return {
+        "SyncBN": nn.SyncBatchNorm,
+        "naiveSyncBN": NaiveSyncBatchNorm,
+        "BN": nn.BatchNorm2d,
+        "FrozenBN": FrozenBatchNorm2d,
+    }[norm]
+
+
+def freeze_module(module: nn.Module) -> nn.Module:
+    """Stop training a module: no gradients, and its BatchNorms become FrozenBN (as Detectron2's FREEZE_AT does)."""
+    for param in module.parameters():
+        param.requires_grad_(False)
+    return convert_to_frozen_bn(module)
+
+
+def convert_to_frozen_bn(module: nn.Module) -> nn.Module:
+    if isinstance(module, nn.modules.batchnorm._BatchNorm):
+        frozen = FrozenBatchNorm2d(module.num_features, eps=module.eps)
+        if module.affine:
+            frozen.weight.copy_(module.weight.detach())
+            frozen.bias.copy_(module.bias.detach())
+        frozen.running_mean.copy_(module.running_mean)
+        frozen.running_var.copy_(module.running_var)
+        return frozen
+    for name, child in module.named_children():
+        converted = convert_to_frozen_bn(child)
+        if converted is not child:
+            setattr(module, name, converted)
+    return module

@@ -1,0 +1,184 @@
+"""Safe reading and atomic writing of checkpoint files.
+
+Reading never runs code stored in a file: torch files go through ``torch.load(weights_only=True)``,
+``.pkl`` files through an unpickler that only knows numpy arrays and plain containers, and
+``.safetensors`` files hold no code at all. Writing goes to a temporary file in the target's
+directory and is renamed into place, so a crash or a failing serializer never leaves a partial
+file under the final name.
+"""
+
+from __future__ import annotations
+
+import codecs
+import contextlib
+import os
+import pickle
+import re
+import uuid
+from collections import OrderedDict
+from typing import BinaryIO, Callable
+
+import numpy as np
+import safetensors
+import safetensors.torch
+import torch
+
+__all__ = [
+    "CheckpointError",
+    "atomic_write",
+    "atomic_torch_save",
+    "load_torch_file",
+    "load_pickle_file",
+    "load_safetensors_file",
+]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read safely, or does not hold the backbone it should."""
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
+    """Call ``write(file)`` on a temporary file next to ``path``, fsync it, then rename it to ``path``.
+
+    The temporary name starts with a dot and ends in ``.tmp`` so that watchers globbing for
+    ``*.pth`` never pick up a half-written file. If ``write`` raises, the temporary file is removed
+    and ``path`` keeps its previous content (or stays absent).
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp_path = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+    try:
+        # os.open with mode 0o666 lets the umask decide the final permissions, as a plain open() would.
+        with os.fdopen(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_path)
+        raise
+    if os.name == "posix":  # make the rename itself durable
+        directory_fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(directory_fd)
+        finally:
+            os.close(directory_fd)
+
+
+def atomic_torch_save(obj: object, path: str | os.PathLike) -> None:
+    """``torch.save`` that never leaves a partial file at ``path``."""
+    atomic_write(path, lambda file: torch.save(obj, file))
+
+
+def _unreadable(path: str | os.PathLike, err: BaseException) -> CheckpointError:
+    first_line = (str(err).strip().splitlines() or [""])[0]
+    return CheckpointError(
+        f"{os.fspath(path)}: cannot read checkpoint, the file is corrupted or truncated "
+        f"({type(err).__name__}: {first_line})"
+    )
+
+
+# torch's weights-only unpickler names the global it refused in one of these two phrasings.
+_REFUSED_TORCH_GLOBAL = re.compile(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) (\S+)")
+
+
+def load_torch_file(path: str | os.PathLike) -> object:
+    """``torch.load`` on CPU with ``weights_only=True``; refusals and corruption become CheckpointError.
+
+    A missing file raises FileNotFoundError (which names the path).
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError:
+        raise
+    except pickle.UnpicklingError as err:
+        refused = _REFUSED_TORCH_GLOBAL.search(str(err))
+        if refused is None:
+            raise _unreadable(path, err) from err
+        raise CheckpointError(
+            f"{os.fspath(path)}: refused to load: unpickling it needs {refused.group(1)}, so loading it "
+            "would execute code from the file (checkpoints are read with torch.load(weights_only=True))"
+        ) from None
+    except Exception as err:
+        raise _unreadable(path, err) from err
+
+
+def _safe_pickle_globals() -> dict[tuple[str, str], object]:
+    """The globals a pickle of numpy arrays in plain containers needs, under every name they were pickled with.
+
+    numpy 1.x pickles name ``numpy.core.*``, numpy 2 pickles name ``numpy._core.*``; Python 2 pickles
+    (Caffe2-era Detectron ``.pkl``) name ``__builtin__``. Each name maps to the object itself, so
+    nothing is imported by name and the deprecated ``numpy.core`` alias is never touched.
+    """
+    try:
+        from numpy._core import multiarray, numeric
+    except ImportError:  # numpy 1.x
+        from numpy.core import multiarray, numeric
+
+    allowed: dict[tuple[str, str], object] = {
+        ("numpy", "ndarray"): np.ndarray,
+        ("numpy", "dtype"): np.dtype,
+        ("collections", "OrderedDict"): OrderedDict,
+        ("_codecs", "encode"): codecs.encode,  # bytes in protocol-2 pickles written by Python 3
+    }
+    for package in ("numpy.core", "numpy._core"):
+        allowed[(f"{package}.multiarray", "_reconstruct")] = multiarray._reconstruct
+        allowed[(f"{package}.multiarray", "scalar")] = multiarray.scalar
+        allowed[(f"{package}.numeric", "_frombuffer")] = numeric._frombuffer  # protocol-5 arrays
+    for builtins_module in ("builtins", "__builtin__"):
+        for container in (set, frozenset, bytearray):
+            allowed[(builtins_module, container.__name__)] = container
+    return allowed
+
+
+_SAFE_PICKLE_GLOBALS = _safe_pickle_globals()
+
+
+class _RefusedGlobal(pickle.UnpicklingError):
+    def __init__(self, module: str, name: str):
+        super().__init__(f"{module}.{name}")
+        self.global_name = f"{module}.{name}"
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickler that resolves only the allow-listed globals; anything else stops the load before it runs."""
+
+    def find_class(self, module: str, name: str) -> object:
+        try:
+            return _SAFE_PICKLE_GLOBALS[(module, name)]
+        except KeyError:
+            raise _RefusedGlobal(module, name) from None
+
+
+def load_pickle_file(path: str | os.PathLike) -> object:
+    """Read a Detectron2-style ``.pkl`` (numpy arrays in dicts/lists) without running code from it.
+
+    ``encoding="latin1"`` is what Detectron2 uses, so Python 2 pickles of numpy arrays load too.
+    A missing file raises FileNotFoundError (which names the path).
+    """
+    try:
+        with open(path, "rb") as file:
+            return _ArrayUnpickler(file, encoding="latin1").load()
+    except _RefusedGlobal as err:
+        raise CheckpointError(
+            f"{os.fspath(path)}: refused to load: unpickling it needs {err.global_name}, which is not a "
+            "numpy array or plain container, so loading it could execute code from the file"
+        ) from None
+    except OSError:
+        raise
+    except Exception as err:
+        raise _unreadable(path, err) from err
+
+
+def load_safetensors_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors and the string metadata of a ``.safetensors`` file (a format that cannot hold code)."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(2, "No such file or directory", os.fspath(path))
+    try:
+        tensors = safetensors.torch.load_file(path, device="cpu")
+        with safetensors.safe_open(path, framework="pt") as file:
+            metadata = file.metadata() or {}
+    except Exception as err:
+        raise _unreadable(path, err) from err
+    return tensors, metadata

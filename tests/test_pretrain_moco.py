@@ -1,0 +1,219 @@
+"""MoCo pretraining: loss, queue, momentum encoder, heads, data, and short end-to-end runs (resnet18, tiny crops)."""
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+from PIL import Image
+
+from benchmarks.engine.config import ConfigError, load_config
+from converters import expected_backbone_keys, load_backbone, load_torch_file
+from pretrain.augmentations import TwoCrops, mocov1_augmentation, mocov2_augmentation
+from pretrain.config import get_defaults
+from pretrain.data import ImageDirectory
+from pretrain.losses import info_nce
+from pretrain.moco import MoCo, build_mocov1, build_mocov2
+from pretrain.train import check_config, learning_rate, train
+
+REPO = Path(__file__).resolve().parents[1]
+DEMO_CONFIG = REPO / "configs" / "pretrain" / "demo.yaml"
+# Small enough for seconds per run on a CPU, big enough for BN statistics at 1x1 resolution.
+TINY_RUN = ["MODEL.ARCH", "resnet18", "INPUT.CROP_SIZE", 32, "SOLVER.IMS_PER_BATCH", 8,
+            "MODEL.MOCO.QUEUE_SIZE", 32, "MODEL.MOCO.MLP_DIM", 64, "DATALOADER.NUM_WORKERS", 0, "LOG_PERIOD", 1]
+
+
+def tiny_config(**overrides):
+    pairs = list(TINY_RUN)
+    for key, value in overrides.items():
+        pairs += [key.replace("__", "."), value]
+    return load_config(get_defaults(), DEMO_CONFIG, pairs)
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory):
+    """ImageNet-style class subfolders with a mix of formats and sizes."""
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for index in range(16):
+        folder = root / f"class{index % 2}"
+        folder.mkdir(exist_ok=True)
+        size = (40 + index, 48)
+        pixels = rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+        suffix = [".jpg", ".png", ".JPEG"][index % 3]
+        Image.fromarray(pixels).save(folder / f"img{index:02d}{suffix}",
+                                     format="PNG" if suffix == ".png" else "JPEG")
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+def test_info_nce_matches_hand_computation():
+    query = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    positive_key = torch.tensor([[0.6, 0.8], [0.0, 1.0]])
+    queue = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # two negatives, one per row
+    loss, logits = info_nce(query, positive_key, queue, temperature=0.5)
+    # query 1: [q.k+, q.n1, q.n2] / T = [0.6, 1, 0] / 0.5;  query 2: [1, 0, 1] / 0.5
+    expected_logits = torch.tensor([[1.2, 2.0, 0.0], [2.0, 0.0, 2.0]])
+    torch.testing.assert_close(logits, expected_logits)
+    loss_1 = -math.log(math.exp(1.2) / (math.exp(1.2) + math.exp(2.0) + math.exp(0.0)))
+    loss_2 = -math.log(math.exp(2.0) / (math.exp(2.0) + math.exp(0.0) + math.exp(2.0)))
+    assert loss.item() == pytest.approx((loss_1 + loss_2) / 2, rel=1e-6)
+
+
+def linear_moco(queue_size=6, momentum=0.9):
+    return MoCo(nn.Linear(4, 3), dim=3, queue_size=queue_size, momentum=momentum, temperature=0.2)
+
+
+def test_queue_starts_normalised_and_wraps_around():
+    moco = linear_moco(queue_size=6)
+    torch.testing.assert_close(moco.queue.norm(dim=0), torch.ones(6))
+    batches = [torch.full((2, 3), float(step)) for step in range(1, 5)]
+    for step, keys in enumerate(batches[:3]):
+        moco.dequeue_and_enqueue(keys)
+        assert int(moco.queue_ptr) == (2 * (step + 1)) % 6
+    assert torch.equal(moco.queue, torch.tensor([[1.0, 1, 2, 2, 3, 3]] * 3))
+    moco.dequeue_and_enqueue(batches[3])  # wraps: overwrites the oldest block
+    assert torch.equal(moco.queue, torch.tensor([[4.0, 4, 2, 2, 3, 3]] * 3))
+    assert int(moco.queue_ptr) == 2
+
+
+def test_queue_size_must_be_a_multiple_of_the_batch():
+    with pytest.raises(AssertionError, match="multiple of the global batch"):
+        linear_moco(queue_size=6).dequeue_and_enqueue(torch.zeros(4, 3))
+    with pytest.raises(ConfigError, match="QUEUE_SIZE"):
+        check_config(tiny_config(MODEL__MOCO__QUEUE_SIZE=36), world_size=1)
+
+
+def test_momentum_update_is_exact():
+    moco = linear_moco(momentum=0.9)
+    with torch.no_grad():
+        for param in moco.encoder_q.parameters():
+            param.add_(torch.randn_like(param))
+    query = [p.detach().clone() for p in moco.encoder_q.parameters()]
+    key = [p.detach().clone() for p in moco.encoder_k.parameters()]
+    moco.momentum_update_key_encoder()
+    for q, k, updated in zip(query, key, moco.encoder_k.parameters()):
+        assert torch.equal(updated, k * 0.9 + q * (1 - 0.9))
+
+
+def test_key_encoder_gets_no_gradient():
+    torch.manual_seed(0)
+    moco = build_mocov2(tiny_config())
+    loss, logits = moco(torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32))
+    loss.backward()
+    assert logits.shape == (4, 1 + 32)
+    assert all(p.grad is None and not p.requires_grad for p in moco.encoder_k.parameters())
+    assert all(p.grad is not None for p in moco.encoder_q.parameters())
+    assert int(moco.queue_ptr) == 4
+
+
+@pytest.mark.parametrize("arch, width", [("resnet18", 512), ("resnet50", 2048)])
+def test_v1_linear_head_and_v2_mlp_head(arch, width):
+    cfg = load_config(get_defaults(), None, ["MODEL.ARCH", arch])  # defaults: 2048-wide MLP, 128-d output
+    v1, v2 = build_mocov1(cfg).encoder_q.fc, build_mocov2(cfg).encoder_q.fc
+    assert isinstance(v1, nn.Linear) and v1.weight.shape == (128, width)
+    assert [tuple(layer.weight.shape) for layer in (v2[0], v2[2])] == [(2048, width), (128, 2048)]
+    assert isinstance(v2[1], nn.ReLU)
+    moco = build_mocov2(cfg)
+    assert list(moco.backbone_state_dict()) == expected_backbone_keys(arch)
+
+
+def test_augmentations_make_two_seeded_views():
+    image = Image.fromarray(np.random.default_rng(0).integers(0, 256, (48, 40, 3), dtype=np.uint8))
+    for augmentation in (mocov1_augmentation, mocov2_augmentation):
+        two_crops = TwoCrops(augmentation(crop_size=24, min_scale=0.2))
+        torch.manual_seed(3)
+        first = two_crops(image)
+        torch.manual_seed(3)
+        again = two_crops(image)
+        assert [view.shape for view in first] == [(3, 24, 24)] * 2
+        assert not torch.equal(first[0], first[1])
+        assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert "GaussianBlur" in repr(mocov2_augmentation()) and "GaussianBlur" not in repr(mocov1_augmentation())
+
+
+def test_image_directory(image_dir, tmp_path):
+    dataset = ImageDirectory(image_dir)
+    assert len(dataset) == 16
+    assert dataset.files == sorted(dataset.files) and dataset.files[0].parent.name == "class0"
+    assert dataset[0].mode == "RGB"
+    with pytest.raises(FileNotFoundError, match=str(tmp_path / "missing")):
+        ImageDirectory(tmp_path / "missing")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no images"):
+        ImageDirectory(tmp_path / "empty")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "bad.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(OSError, match="bad.jpg"):
+        ImageDirectory(broken)[0]
+
+
+def test_learning_rate_schedules():
+    cosine = tiny_config()  # batch 8: 0.03 * 8 / 256
+    assert learning_rate(cosine, 0, 100) == pytest.approx(0.03 * 8 / 256)
+    assert learning_rate(cosine, 50, 100) == pytest.approx(0.03 * 8 / 256 / 2)
+    step = tiny_config(SOLVER__LR_SCHEDULE="step")
+    assert [learning_rate(step, it, 100) / learning_rate(step, 0, 100) for it in (59, 60, 80)] == \
+        pytest.approx([1.0, 0.1, 0.01])
+
+
+def test_three_iterations_write_a_loadable_canonical_checkpoint(image_dir, tmp_path):
+    cfg = tiny_config(OUTPUT_DIR=str(tmp_path / "run"), DATA__ROOT=str(image_dir), SOLVER__MAX_ITER=3)
+    last = train(cfg, torch.device("cpu"))
+    assert last == tmp_path / "run" / "last.pth"
+    state_dict, meta = load_backbone(last)
+    assert sorted(state_dict) == sorted(expected_backbone_keys("resnet18"))
+    assert meta["method"] == "mocov2" and meta["arch"] == "resnet18" and meta["step"] == 3
+    assert meta["pixel_mean"] == [123.675, 116.28, 103.53]
+    assert load_config(get_defaults(), tmp_path / "run" / "config.yaml").SOLVER.MAX_ITER == 3
+    train_state = load_torch_file(last)["train_state"]
+    assert train_state["iteration"] == 3 and int(train_state["model"]["queue_ptr"]) == 24 % 32
+
+    with pytest.raises(FileExistsError, match="--resume"):  # a fresh run must not overwrite it
+        train(cfg, torch.device("cpu"))
+    assert load_torch_file(last)["train_state"]["iteration"] == 3
+
+
+def test_resume_continues_exactly(image_dir, tmp_path):
+    """A run resumed from its iteration-2 checkpoint ends bit-identical to the uninterrupted 4-iteration run."""
+    common = dict(DATA__ROOT=str(image_dir), SOLVER__MAX_ITER=4, SOLVER__CHECKPOINT_PERIOD=2,
+                  DATALOADER__NUM_WORKERS=1)
+    straight = train(tiny_config(OUTPUT_DIR=str(tmp_path / "straight"), **common), torch.device("cpu"))
+    (tmp_path / "resumed").mkdir()  # as if killed right after the iteration-2 checkpoint
+    shutil.copy(tmp_path / "straight" / "model_0000002.pth", tmp_path / "resumed" / "last.pth")
+    resumed = train(tiny_config(OUTPUT_DIR=str(tmp_path / "resumed"), **common), torch.device("cpu"), resume=True)
+    assert "resuming" in (tmp_path / "resumed" / "log.txt").read_text()
+    assert "at iteration 2" in (tmp_path / "resumed" / "log.txt").read_text()
+
+    expected, actual = load_torch_file(straight)["train_state"], load_torch_file(resumed)["train_state"]
+    assert actual["iteration"] == 4
+    assert expected["model"].keys() == actual["model"].keys()
+    for name, tensor in expected["model"].items():
+        assert torch.equal(tensor, actual["model"][name]), name
+
+
+def test_torchrun_two_processes_with_shuffle_bn(image_dir, tmp_path):
+    output = tmp_path / "ddp"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(REPO / "tools" / "pretrain.py"), "--config", str(DEMO_CONFIG), "--output", str(output),
+               "--data-root", str(image_dir), *map(str, TINY_RUN), "SOLVER.MAX_ITER", "2"]
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    log = (output / "log.txt").read_text()
+    assert "2 process(es) x 4 images = global batch 8" in log and "single process" not in log
+    state_dict, meta = load_backbone(output / "last.pth")
+    assert meta["step"] == 2 and sorted(state_dict) == sorted(expected_backbone_keys("resnet18"))
+    assert str(output / "last.pth") in result.stdout
+
+
+def test_cli_help_runs():
+    result = subprocess.run([sys.executable, str(REPO / "tools" / "pretrain.py"), "--help"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "--resume" in result.stdout and "KEY VALUE" in result.stdout

@@ -1,0 +1,69 @@
+#!/usr/bin/env python
+"""Pretrain a ResNet backbone (MoCo v1/v2) and write canonical checkpoints.
+
+Examples:
+  python tools/pretrain.py --config configs/pretrain/demo.yaml
+  python tools/pretrain.py --config configs/pretrain/mocov2_r50.yaml --data-root /data/imagenet/train
+  torchrun --nproc_per_node 8 tools/pretrain.py --config configs/pretrain/mocov2_r50.yaml \\
+      --data-root /data/imagenet/train SOLVER.IMS_PER_BATCH 256
+  python tools/pretrain.py --config configs/pretrain/mocov2_r50.yaml --resume   # continue work/pretrain/mocov2_r50
+"""
+import argparse
+import sys
+from pathlib import Path
+
+# Run as a script, this file's directory comes first on sys.path and its name would shadow the `pretrain` package.
+sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != Path(__file__).resolve().parent]
+
+import torch.distributed as dist  # noqa: E402
+
+from benchmarks.engine.config import ConfigError, load_config  # noqa: E402
+from benchmarks.engine.distributed import init_distributed  # noqa: E402
+from pretrain.config import get_defaults  # noqa: E402
+from pretrain.train import train  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Under torchrun, SOLVER.IMS_PER_BATCH stays the global batch: each process loads its share. "
+               "The output directory receives config.yaml (the fully resolved config), log.txt, "
+               "model_<iter>.pth every SOLVER.CHECKPOINT_PERIOD iterations and last.pth.")
+    parser.add_argument("--config", required=True, help="YAML recipe, e.g. configs/pretrain/mocov2_r50.yaml")
+    parser.add_argument("--output", help="output directory (default: work/pretrain/<config file stem>)")
+    parser.add_argument("--data-root", help="directory of images, flat or in class subfolders "
+                                            "(default: the built-in generated pool); sets DATA.ROOT")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from <output>/last.pth at its iteration, with the same data order; "
+                             "without it, an output directory that holds last.pth is refused")
+    parser.add_argument("overrides", nargs=argparse.REMAINDER, metavar="KEY VALUE",
+                        help="config overrides, e.g. SOLVER.MAX_ITER 1000 MODEL.ARCH resnet18")
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    overrides = list(args.overrides)
+    if args.data_root:
+        overrides += ["DATA.ROOT", args.data_root]
+    if args.output:
+        overrides += ["OUTPUT_DIR", args.output]
+    try:
+        cfg = load_config(get_defaults(), args.config, overrides)
+        if not cfg.OUTPUT_DIR:
+            cfg = load_config(get_defaults(), args.config,
+                              overrides + ["OUTPUT_DIR", str(Path("work/pretrain") / Path(args.config).stem)])
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    device = init_distributed()
+    try:
+        train(cfg, device, resume=args.resume)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+#!/usr/bin/env python
+"""Fine-tune a pretrained backbone on a transfer benchmark and report its metrics.
+
+  python tools/transfer.py --task coco_maskrcnn --weights work/demo/pretrain/last.pth
+  torchrun --nproc_per_node 8 tools/transfer.py --task coco_maskrcnn --weights moco_v2.pth --data-root /data/coco
+
+Without --data-root the task runs on the built-in generated data with its CPU-sized demo recipe;
+with it, the paper recipe on the dataset's usual layout. Extra KEY VALUE pairs override the config
+(Detectron2 key names, e.g. SOLVER.MAX_ITER 100 MODEL.RESNETS.NORM FrozenBN).
+"""
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.engine.config import load_config  # noqa: E402
+from benchmarks.engine.distributed import init_distributed, is_main_process  # noqa: E402
+from benchmarks.engine.launch import launch  # noqa: E402
+from benchmarks.engine.logging import setup_logger  # noqa: E402
+from benchmarks.tasks import TASKS, choose_config, get_task  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", required=True,
+                        help="one of: " + "; ".join(f"{name} ({task.description})" for name, task in TASKS.items()))
+    parser.add_argument("--weights", help="pretrained backbone: any checkpoint converters.load_backbone reads "
+                        "(transferlab, MoCo, torchvision, ...), or 'none' for the random-init baseline")
+    parser.add_argument("--data-root", help="directory holding the dataset in its usual layout (e.g. /data/coco "
+                        "with annotations/ and train2017/); absent: the built-in generated data")
+    parser.add_argument("--config", help="a config file instead of the task's default one")
+    parser.add_argument("--output", help="output directory (default: work/transfer/<task>-<weights name>)")
+    parser.add_argument("--seed", type=int, help="run seed (SEED); papers report several seeds")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
+    parser.add_argument("--eval-only", action="store_true", help="evaluate the last checkpoint in --output")
+    parser.add_argument("--num-gpus", type=int, default=1,
+                        help="processes to start on this machine when not launched by torchrun (one per GPU)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
+    return parser.parse_args(argv)
+
+
+def default_output(task: str, weights) -> Path:
+    name = "scratch" if weights in (None, "none") else Path(weights).stem
+    return Path("work") / "transfer" / f"{task}-{name}"
+
+
+def main(args):
+    init_distributed()
+    task = get_task(args.task)
+    config_file, reason = choose_config(task, args.config, args.data_root)
+    cfg = load_config(task.defaults(), config_file, args.opts)
+    cfg.defrost()
+    cfg.TASK = args.task
+    if args.weights:
+        cfg.MODEL.WEIGHTS = args.weights
+    if args.data_root:
+        cfg.DATASETS.ROOT = str(args.data_root)
+    if args.seed is not None:
+        cfg.SEED = args.seed
+    output = Path(args.output) if args.output else default_output(args.task, cfg.MODEL.WEIGHTS or None)
+    cfg.OUTPUT_DIR = str(output)
+    cfg.freeze()
+
+    logger = setup_logger(output)
+    logger.info("Task %s: config %s (%s)", args.task, config_file, reason)
+    if not cfg.MODEL.WEIGHTS and not (args.resume or args.eval_only):
+        raise ValueError("no backbone weights: pass --weights PATH (any checkpoint converters.load_backbone reads) "
+                         "or --weights none for the random-init baseline")
+    if cfg.MODEL.WEIGHTS not in ("", "none") and not Path(cfg.MODEL.WEIGHTS).is_file():
+        raise FileNotFoundError(f"--weights {cfg.MODEL.WEIGHTS}: no such file")
+    if is_main_process():
+        (output / "config.yaml").write_text(cfg.dump())
+
+    metrics = task.run(cfg, resume=args.resume, eval_only=args.eval_only)
+    if is_main_process() and metrics is not None:
+        table = (output / "results.md").read_text()
+        print(f"\n{args.task} ({cfg.MODEL.WEIGHTS}):\n{table}")
+        print(f"Results: {output / 'results.md'}  metrics: {output / 'metrics.json'}  "
+              f"detections: {output / 'coco_instances_results.json'}  log: {output / 'log.txt'}")
+
+
+if __name__ == "__main__":
+    arguments = parse_args()
+    try:
+        launch(main, arguments.num_gpus, (arguments,))
+    except (KeyError, ValueError, FileNotFoundError, RuntimeError) as error:
+        logging.getLogger("transferlab").exception("transfer.py failed")  # the traceback goes to log.txt
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        sys.exit(f"transfer.py: error: {message}")
