@@ -180,6 +180,15 @@ def test_three_iterations_write_a_loadable_canonical_checkpoint(image_dir, tmp_p
     assert load_torch_file(last)["train_state"]["iteration"] == 3
 
 
+def test_mocov1_runs_with_the_step_schedule(image_dir, tmp_path):
+    cfg = tiny_config(METHOD="mocov1", MODEL__MOCO__TEMPERATURE=0.07, SOLVER__LR_SCHEDULE="step",
+                      OUTPUT_DIR=str(tmp_path / "v1"), DATA__ROOT=str(image_dir), SOLVER__MAX_ITER=1)
+    _, meta = load_backbone(train(cfg, torch.device("cpu")))
+    assert meta["method"] == "mocov1"
+    assert isinstance(load_torch_file(tmp_path / "v1" / "last.pth")["train_state"]["model"]["encoder_q.fc.weight"],
+                      torch.Tensor)
+
+
 def test_resume_continues_exactly(image_dir, tmp_path):
     """A run resumed from its iteration-2 checkpoint ends bit-identical to the uninterrupted 4-iteration run."""
     common = dict(DATA__ROOT=str(image_dir), SOLVER__MAX_ITER=4, SOLVER__CHECKPOINT_PERIOD=2,
@@ -198,19 +207,33 @@ def test_resume_continues_exactly(image_dir, tmp_path):
         assert torch.equal(tensor, actual["model"][name]), name
 
 
-def test_torchrun_two_processes_with_shuffle_bn(image_dir, tmp_path):
-    output = tmp_path / "ddp"
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+def torchrun_pretrain(image_dir, output, *extra):
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                str(REPO / "tools" / "pretrain.py"), "--config", str(DEMO_CONFIG), "--output", str(output),
-               "--data-root", str(image_dir), *map(str, TINY_RUN), "SOLVER.MAX_ITER", "2"]
-    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+               "--data-root", str(image_dir), *map(str, TINY_RUN), *map(str, extra)]
+    result = subprocess.run(command, cwd=output.parent, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                            capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    log = (output / "log.txt").read_text()
+    return result
+
+
+def test_torchrun_two_processes_with_shuffle_bn_and_exact_resume(image_dir, tmp_path):
+    """Two gloo processes: shuffle-BN runs, and a resumed run replays the same permutations and data."""
+    schedule = ["SOLVER.MAX_ITER", 4, "SOLVER.CHECKPOINT_PERIOD", 2]
+    result = torchrun_pretrain(image_dir, tmp_path / "straight", *schedule)
+    log = (tmp_path / "straight" / "log.txt").read_text()
     assert "2 process(es) x 4 images = global batch 8" in log and "single process" not in log
-    state_dict, meta = load_backbone(output / "last.pth")
-    assert meta["step"] == 2 and sorted(state_dict) == sorted(expected_backbone_keys("resnet18"))
-    assert str(output / "last.pth") in result.stdout
+    assert str(tmp_path / "straight" / "last.pth") in result.stdout
+    state_dict, meta = load_backbone(tmp_path / "straight" / "last.pth")
+    assert meta["step"] == 4 and sorted(state_dict) == sorted(expected_backbone_keys("resnet18"))
+
+    (tmp_path / "resumed").mkdir()
+    shutil.copy(tmp_path / "straight" / "model_0000002.pth", tmp_path / "resumed" / "last.pth")
+    torchrun_pretrain(image_dir, tmp_path / "resumed", "--resume", *schedule)
+    expected = load_torch_file(tmp_path / "straight" / "last.pth")["train_state"]["model"]
+    actual = load_torch_file(tmp_path / "resumed" / "last.pth")["train_state"]["model"]
+    for name, tensor in expected.items():
+        assert torch.equal(tensor, actual[name]), name
 
 
 def test_cli_help_runs():

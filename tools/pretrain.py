@@ -36,9 +36,9 @@ def parse_args(argv=None):
     parser.add_argument("--resume", action="store_true",
                         help="continue from <output>/last.pth at its iteration, with the same data order; "
                              "without it, an output directory that holds last.pth is refused")
-    parser.add_argument("overrides", nargs=argparse.REMAINDER, metavar="KEY VALUE",
+    parser.add_argument("overrides", nargs="*", metavar="KEY VALUE",
                         help="config overrides, e.g. SOLVER.MAX_ITER 1000 MODEL.ARCH resnet18")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)  # options may also follow the overrides
 
 
 def main(argv=None) -> int:

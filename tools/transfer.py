@@ -70,8 +70,6 @@ def main(args):
                          "or --weights none for the random-init baseline")
     if cfg.MODEL.WEIGHTS not in ("", "none") and not Path(cfg.MODEL.WEIGHTS).is_file():
         raise FileNotFoundError(f"--weights {cfg.MODEL.WEIGHTS}: no such file")
-    if is_main_process():
-        (output / "config.yaml").write_text(cfg.dump())
 
     metrics = task.run(cfg, resume=args.resume, eval_only=args.eval_only)
     if is_main_process() and metrics is not None:

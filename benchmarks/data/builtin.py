@@ -31,7 +31,8 @@ POOL_IMAGES = 2000
 CLASSIFICATION_TRAIN_IMAGES = 1200
 CLASSIFICATION_VAL_IMAGES = 300
 SEED = 0
-DETECTION_SPEC = SceneSpec()
+DETECTION_SPEC = SceneSpec(height=256, width=256, min_objects=2, max_objects=4, min_object_size=0.3,
+                           max_object_size=0.55, background_contrast=0.15, texture_prob=0.15, max_occlusion=0.35)
 # Pretraining pool and classification probes use smaller images: they are only ever cropped and resized.
 SMALL_IMAGE_SPEC = SceneSpec(height=96, width=96)
 

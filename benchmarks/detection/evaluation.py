@@ -96,7 +96,8 @@ def evaluate_coco(coco_gt: COCO, results: list, iou_types=("bbox",)) -> dict:
         for k, category_id in enumerate(evaluator.params.catIds):
             values = precision[:, :, k, 0, -1]
             values = values[values > -1]
-            stats[f"AP-{coco_gt.cats[category_id]['name']}"] = float(values.mean() * 100) if values.size else float("nan")
+            name = coco_gt.cats[category_id]["name"]
+            stats[f"AP-{name}"] = float(values.mean() * 100) if values.size else float("nan")
         metrics[iou_type] = stats
     return metrics
 

@@ -17,9 +17,10 @@ from torchvision.models.detection.image_list import ImageList
 from torchvision.models.detection.roi_heads import RoIHeads, paste_masks_in_image
 from torchvision.models.detection.rpn import RegionProposalNetwork, RPNHead
 from torchvision.models.detection.transform import resize_boxes
-from torchvision.ops import RoIAlign, roi_align
+from torchvision.ops import roi_align
 
 from ..modeling.norm import freeze_module, norm_layer
+from ..modeling.roi_align import RoIAlign
 
 RESNET_BUILDERS = {
     18: torchvision.models.resnet18,
@@ -133,7 +134,8 @@ def mask_rcnn_loss(mask_logits, proposals, matched_idxs, labels, gt_masks):
         if boxes.numel() == 0:
             continue
         rois = torch.cat([idxs[:, None].to(boxes), boxes], dim=1)
-        crops = roi_align(masks[:, None].to(boxes), rois, (size, size), spatial_scale=1.0, sampling_ratio=0, aligned=True)
+        crops = roi_align(masks[:, None].to(boxes), rois, (size, size), spatial_scale=1.0, sampling_ratio=0,
+                          aligned=True)
         targets.append(crops[:, 0] >= 0.5)
     labels = torch.cat(labels, dim=0)
     if labels.numel() == 0:
@@ -153,7 +155,8 @@ class Res5ROIHeads(RoIHeads):
     def __init__(self, res5: nn.Module, out_channels: int, num_classes: int, cfg):
         box_cfg, heads_cfg = cfg.MODEL.ROI_BOX_HEAD, cfg.MODEL.ROI_HEADS
         if box_cfg.POOLER_TYPE != "ROIAlignV2":
-            raise NotImplementedError(f"ROI_BOX_HEAD.POOLER_TYPE {box_cfg.POOLER_TYPE!r}: only ROIAlignV2 is implemented")
+            raise NotImplementedError(
+                f"ROI_BOX_HEAD.POOLER_TYPE {box_cfg.POOLER_TYPE!r}: only ROIAlignV2 is implemented")
         if len(heads_cfg.IOU_THRESHOLDS) != 1:
             raise NotImplementedError("ROI_HEADS.IOU_THRESHOLDS with an ignore band is not implemented")
         super().__init__(
@@ -170,10 +173,12 @@ class Res5ROIHeads(RoIHeads):
             detections_per_img=cfg.TEST.DETECTIONS_PER_IMAGE,
         )
         self.pooler = RoIAlign(
-            box_cfg.POOLER_RESOLUTION, spatial_scale=1.0 / 16, sampling_ratio=box_cfg.POOLER_SAMPLING_RATIO, aligned=True
+            box_cfg.POOLER_RESOLUTION, spatial_scale=1.0 / 16, sampling_ratio=box_cfg.POOLER_SAMPLING_RATIO,
+            aligned=True
         )
         self.res5 = res5
-        self.mask_head = MaskHeadC4(out_channels, cfg.MODEL.ROI_MASK_HEAD.CONV_DIM, num_classes) if cfg.MODEL.MASK_ON else None
+        self.mask_head = (MaskHeadC4(out_channels, cfg.MODEL.ROI_MASK_HEAD.CONV_DIM, num_classes)
+                          if cfg.MODEL.MASK_ON else None)
         self.append_gt = heads_cfg.PROPOSAL_APPEND_GT
         self.smooth_l1_beta = box_cfg.SMOOTH_L1_BETA
 
@@ -184,14 +189,15 @@ class Res5ROIHeads(RoIHeads):
         return super().add_gt_proposals(proposals, gt_boxes) if self.append_gt else proposals
 
     def _res5_features(self, features, boxes):
-        return self.res5(self.pooler(features, [b.to(features.dtype) for b in boxes]))
+        return self.res5(self.pooler(features, boxes))
 
     def forward(self, features, proposals, image_shapes, targets=None):
         if self.training:
             proposals, matched_idxs, labels, regression_targets = self.select_training_samples(proposals, targets)
             box_features = self._res5_features(features, proposals)
             class_logits, box_deltas = self.box_predictor(box_features.mean(dim=(2, 3)))
-            loss_cls, loss_box = fast_rcnn_losses(class_logits, box_deltas, labels, regression_targets, self.smooth_l1_beta)
+            loss_cls, loss_box = fast_rcnn_losses(class_logits, box_deltas, labels, regression_targets,
+                                                  self.smooth_l1_beta)
             losses = {"loss_cls": loss_cls, "loss_box_reg": loss_box}
             if self.mask_head is not None:
                 foreground = [torch.where(image_labels > 0)[0] for image_labels in labels]

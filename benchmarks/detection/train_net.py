@@ -9,11 +9,11 @@ from converters import load_backbone
 
 from ..data.builtin import builtin_data_root
 from ..data.coco import COCODetection, resolve_dataset
-from ..engine.checkpoint import Checkpointer, unwrap
+from ..engine.checkpoint import Checkpointer
 from ..engine.distributed import get_rank, get_world_size, is_main_process
 from ..engine.precise_bn import update_bn_stats
 from ..engine.seed import seed_everything
-from ..engine.solver import build_sgd, build_warmup_multistep
+from ..engine.solver import build_sgd, build_lr_scheduler
 from ..engine.trainer import IterationTrainer, TrainingSchedule, amp_dtype
 from ..modeling.norm import resolve_norm
 from .data import build_test_loader, build_train_loader
@@ -78,10 +78,11 @@ def initialize_backbone(model, cfg) -> None:
         raise ValueError(f"{weights} holds a {meta['arch']} backbone but the detector is built on {expected_arch} "
                          f"(MODEL.RESNETS.DEPTH {cfg.MODEL.RESNETS.DEPTH})")
     loaded = load_backbone_weights(model, state_dict)
-    logger.info("Loaded %d of the checkpoint's %d backbone tensors from %s (%s format, %s%s)%s", loaded,
-                len(state_dict), weights, meta.get("source_format", "?"), meta["arch"],
-                f", method {meta['method']}" if meta.get("method") else "",
-                "; FrozenBN keeps no BN batch counters" if loaded < len(state_dict) else "")
+    coverage = (f"all {loaded}" if loaded == len(state_dict) else
+                f"{loaded} of {len(state_dict)} (the rest are BN batch counters, which FrozenBN does not keep)")
+    method = f", method {meta['method']}" if meta.get("method") else ""
+    logger.info("Loaded %s backbone tensors from %s (%s format, %s%s)", coverage, weights,
+                meta.get("source_format", "?"), meta["arch"], method)
     for key, value in (("pixel_mean", cfg.MODEL.PIXEL_MEAN), ("pixel_std", cfg.MODEL.PIXEL_STD)):
         if meta.get(key) is not None and [round(v, 3) for v in meta[key]] != [round(v, 3) for v in value]:
             logger.warning("The backbone was pretrained with %s %s, the detector normalizes with MODEL.%s %s",
@@ -107,38 +108,39 @@ def run(cfg, resume: bool = False, eval_only: bool = False) -> dict:
     """Train (or resume) and evaluate; returns the final metrics on the main process."""
     cfg = scale_to_world_size(cfg)
     output_dir = Path(cfg.OUTPUT_DIR)
+    output_dir.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
 
     train_set, test_set = load_datasets(cfg)
 
     seed_everything(cfg.SEED)  # identical initialization on every rank
     norm = resolve_norm(cfg.MODEL.RESNETS.NORM, device)
-    model = build_rcnn_c4(cfg, norm)
-    if not (eval_only or resume):
-        initialize_backbone(model, cfg)
-    model.to(device)
-    seed_everything(cfg.SEED + get_rank())  # distinct proposal sampling per rank, as in Detectron2
+    model = build_rcnn_c4(cfg, norm).to(device)
     logger.info("Model: R%d-C4 %s R-CNN, norm %s, %.1fM parameters", cfg.MODEL.RESNETS.DEPTH,
                 "Mask" if cfg.MODEL.MASK_ON else "Faster", norm, sum(p.numel() for p in model.parameters()) / 1e6)
+    optimizer = build_sgd(model, cfg.SOLVER.BASE_LR, cfg.SOLVER.MOMENTUM, cfg.SOLVER.WEIGHT_DECAY,
+                          cfg.SOLVER.WEIGHT_DECAY_NORM)
+    scheduler = build_lr_scheduler(optimizer, cfg.SOLVER)
+    scaler = torch.amp.GradScaler("cuda") if cfg.SOLVER.AMP.ENABLED and device.type == "cuda" else None
+    checkpointer = Checkpointer(output_dir, model, optimizer, scheduler, scaler)
+
+    if eval_only and checkpointer.last_checkpoint() is None:
+        raise FileNotFoundError(f"--eval-only: no checkpoint in {output_dir} to evaluate")
+    if (resume or eval_only) and checkpointer.last_checkpoint() is not None:
+        start_iter = checkpointer.resume()
+    else:
+        if not resume:
+            checkpointer.check_fresh_start()
+        initialize_backbone(model, cfg)
+        start_iter = 0
+        seed_everything(cfg.SEED + get_rank())  # distinct proposal sampling per rank, as in Detectron2
+    if is_main_process():
+        (output_dir / "config.yaml").write_text(cfg.dump())
 
     train_model = model
     if get_world_size() > 1:
         train_model = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-
-    optimizer = build_sgd(model, cfg.SOLVER.BASE_LR, cfg.SOLVER.MOMENTUM, cfg.SOLVER.WEIGHT_DECAY,
-                          cfg.SOLVER.WEIGHT_DECAY_NORM)
-    scheduler = build_warmup_multistep(optimizer, cfg.SOLVER)
-    use_scaler = cfg.SOLVER.AMP.ENABLED and device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda") if use_scaler else None
-    checkpointer = Checkpointer(output_dir, model, optimizer, scheduler, scaler)
-    if resume or eval_only:
-        start_iter = checkpointer.resume()
-        if eval_only and checkpointer.last_checkpoint() is None:
-            raise FileNotFoundError(f"--eval-only: no checkpoint in {output_dir} to evaluate")
-    else:
-        checkpointer.check_fresh_start()
-        start_iter = 0
 
     test_loader = build_test_loader(cfg, test_set)
     iou_types = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)

@@ -87,12 +87,20 @@ def differentiable_all_reduce(tensor: torch.Tensor) -> torch.Tensor:
     return _DifferentiableAllReduce.apply(tensor)
 
 
+def all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
+    """Mean over processes of a tensor on a device its process group can reduce (CUDA for NCCL)."""
+    if not is_distributed():
+        return tensor
+    tensor = tensor.clone()
+    dist.all_reduce(tensor)
+    return tensor / get_world_size()
+
+
 def reduce_scalars(values: dict) -> dict:
     """Average a dict of floats over ranks, for logging."""
     if not is_distributed() or not values:
         return values
     keys = sorted(values)
-    tensor = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
-    dist.all_reduce(tensor)
-    tensor /= get_world_size()
-    return dict(zip(keys, tensor.tolist()))
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    tensor = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
+    return dict(zip(keys, all_reduce_mean(tensor).cpu().tolist()))

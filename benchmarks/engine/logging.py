@@ -6,24 +6,30 @@ from pathlib import Path
 from .distributed import get_rank
 
 
-def setup_logger(output_dir=None, name: str = "transferlab") -> logging.Logger:
+# "transferlab" for the entry points; the package names for modules that log under ``__name__``.
+LOGGER_NAMES = ("transferlab", "benchmarks", "pretrain", "converters")
+
+
+def setup_logger(output_dir=None) -> logging.Logger:
     rank = get_rank()
-    logger = logging.getLogger(name)
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    for handler in list(logger.handlers):
-        logger.removeHandler(handler)
-        handler.close()
     formatter = logging.Formatter("[%(asctime)s %(name)s] %(message)s", datefmt="%m/%d %H:%M:%S")
+    handlers = []
     if rank == 0:
-        console = logging.StreamHandler(sys.stdout)
-        console.setFormatter(formatter)
-        logger.addHandler(console)
+        handlers.append(logging.StreamHandler(sys.stdout))
     if output_dir is not None:
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
-        filename = "log.txt" if rank == 0 else f"log.txt.rank{rank}"
-        file_handler = logging.FileHandler(output_dir / filename)
-        file_handler.setFormatter(formatter)
-        logger.addHandler(file_handler)
-    return logger
+        handlers.append(logging.FileHandler(output_dir / ("log.txt" if rank == 0 else f"log.txt.rank{rank}")))
+    for handler in handlers:
+        handler.setFormatter(formatter)
+    for name in LOGGER_NAMES:
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+            if handler not in handlers:
+                handler.close()
+        for handler in handlers:
+            logger.addHandler(handler)
+    return logging.getLogger("transferlab")

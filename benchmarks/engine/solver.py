@@ -1,6 +1,7 @@
 """SGD and Detectron2's WarmupMultiStepLR, as the detection and segmentation recipes specify them."""
 import bisect
 import logging
+import math
 
 import torch
 from torch import nn
@@ -24,28 +25,44 @@ def build_sgd(model: nn.Module, base_lr: float, momentum: float, weight_decay: f
     return torch.optim.SGD(groups, lr=base_lr, momentum=momentum)
 
 
+def warmup_factor_at(iteration: int, warmup_iters: int, warmup_factor: float, warmup_method: str) -> float:
+    """Detectron2's warmup: linear (or constant) from ``warmup_factor`` to 1 over ``warmup_iters``."""
+    if iteration >= warmup_iters:
+        return 1.0
+    if warmup_method == "linear":
+        alpha = iteration / warmup_iters
+        return warmup_factor * (1 - alpha) + alpha
+    if warmup_method == "constant":
+        return warmup_factor
+    raise ValueError(f"SOLVER.WARMUP_METHOD must be 'linear' or 'constant', got {warmup_method!r}")
+
+
 def warmup_multistep_factor(iteration: int, steps, gamma: float, warmup_iters: int, warmup_factor: float,
                             warmup_method: str = "linear") -> float:
-    """Detectron2's factor: linear (or constant) warmup from ``warmup_factor``, then x gamma at each step."""
-    factor = gamma ** bisect.bisect_right(list(steps), iteration)
-    if iteration < warmup_iters:
-        if warmup_method == "linear":
-            alpha = iteration / warmup_iters
-            factor *= warmup_factor * (1 - alpha) + alpha
-        elif warmup_method == "constant":
-            factor *= warmup_factor
-        else:
-            raise ValueError(f"SOLVER.WARMUP_METHOD must be 'linear' or 'constant', got {warmup_method!r}")
-    return factor
+    """Detectron2's WarmupMultiStepLR factor: warmup, then x gamma at each step."""
+    return (gamma ** bisect.bisect_right(list(steps), iteration)
+            * warmup_factor_at(iteration, warmup_iters, warmup_factor, warmup_method))
 
 
-def build_warmup_multistep(optimizer, solver_cfg) -> torch.optim.lr_scheduler.LambdaLR:
+def warmup_cosine_factor(iteration: int, max_iter: int, warmup_iters: int, warmup_factor: float,
+                         warmup_method: str = "linear") -> float:
+    """Detectron2's WarmupCosineLR factor: warmup times a half cosine from 1 to 0 over the run."""
+    return (0.5 * (1.0 + math.cos(math.pi * iteration / max_iter))
+            * warmup_factor_at(iteration, warmup_iters, warmup_factor, warmup_method))
+
+
+def build_lr_scheduler(optimizer, solver_cfg) -> torch.optim.lr_scheduler.LambdaLR:
+    """``SOLVER.LR_SCHEDULER_NAME``: WarmupMultiStepLR (the detection protocols) or WarmupCosineLR."""
+    warmup = (solver_cfg.WARMUP_ITERS, solver_cfg.WARMUP_FACTOR, solver_cfg.WARMUP_METHOD)
+    name = solver_cfg.LR_SCHEDULER_NAME
+    if name == "WarmupCosineLR":
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda it: warmup_cosine_factor(it, solver_cfg.MAX_ITER, *warmup))
+    if name != "WarmupMultiStepLR":
+        raise ValueError(f"SOLVER.LR_SCHEDULER_NAME must be WarmupMultiStepLR or WarmupCosineLR, got {name!r}")
     steps = sorted(solver_cfg.STEPS)
     if any(step > solver_cfg.MAX_ITER for step in steps):
         logger.warning("SOLVER.STEPS %s reach beyond SOLVER.MAX_ITER %d; those steps never happen.",
                        tuple(steps), solver_cfg.MAX_ITER)
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer,
-        lambda it: warmup_multistep_factor(it, steps, solver_cfg.GAMMA, solver_cfg.WARMUP_ITERS,
-                                           solver_cfg.WARMUP_FACTOR, solver_cfg.WARMUP_METHOD),
-    )
+        optimizer, lambda it: warmup_multistep_factor(it, steps, solver_cfg.GAMMA, *warmup))

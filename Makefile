@@ -1,0 +1,27 @@
+# The only place that knows about the virtual environment.
+VENV ?= .venv
+PYTHON := $(VENV)/bin/python
+DEMO_DIR ?= work/demo
+
+.PHONY: install demo test clean-demo
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install --quiet --upgrade pip
+	$(PYTHON) -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+# Pretrain MoCo v2 on the built-in data, transfer to Mask R-CNN R50-C4 on the built-in COCO-format set.
+# Both steps resume if a previous demo was interrupted; `make clean-demo` starts over.
+demo: install
+	$(PYTHON) tools/pretrain.py --config configs/pretrain/demo.yaml --output $(DEMO_DIR)/pretrain --resume
+	$(PYTHON) tools/transfer.py --task coco_maskrcnn --weights $(DEMO_DIR)/pretrain/last.pth \
+		--output $(DEMO_DIR)/coco_maskrcnn --resume
+
+test: install
+	$(PYTHON) -m pytest -q
+
+clean-demo:
+	rm -rf $(DEMO_DIR)

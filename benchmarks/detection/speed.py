@@ -1,0 +1,70 @@
+"""Training and inference speed of a detection recipe, measured like Detectron2's tools/benchmark.py."""
+import itertools
+import logging
+import time
+
+import torch
+
+from ..engine.distributed import get_world_size
+from ..engine.seed import seed_everything
+from ..engine.solver import build_sgd
+from ..engine.trainer import amp_dtype
+from ..modeling.norm import resolve_norm
+from .data import build_test_loader, build_train_loader
+from .rcnn_c4 import build_rcnn_c4
+from .train_net import detection_losses, load_datasets
+
+logger = logging.getLogger("transferlab")
+
+
+def _median(values):
+    values = sorted(values)
+    return values[len(values) // 2]
+
+
+def measure_speed(cfg, train_iters: int = 10, inference_images: int = 20, warmup: int = 3) -> dict:
+    """Median seconds per training iteration (forward, backward, SGD step) and per test image, after warm-up."""
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    train_set, test_set = load_datasets(cfg)
+    seed_everything(cfg.SEED)
+    model = build_rcnn_c4(cfg, resolve_norm(cfg.MODEL.RESNETS.NORM, device)).to(device)
+    dtype = amp_dtype(device, cfg.SOLVER.AMP.ENABLED)
+    results = {"device": str(device), "processes": get_world_size(), "amp": str(dtype) if dtype else "off"}
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    if train_iters > 0:
+        optimizer = build_sgd(model, cfg.SOLVER.BASE_LR, cfg.SOLVER.MOMENTUM, cfg.SOLVER.WEIGHT_DECAY,
+                              cfg.SOLVER.WEIGHT_DECAY_NORM)
+        compute_losses = detection_losses(device)
+        batches = list(itertools.islice(iter(build_train_loader(cfg, train_set, 0)), warmup + train_iters))
+        model.train()
+        times = []
+        for batch in batches:
+            sync()
+            tic = time.perf_counter()
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                losses = compute_losses(model, batch)
+            optimizer.zero_grad(set_to_none=True)
+            sum(losses.values()).backward()
+            optimizer.step()
+            sync()
+            times.append(time.perf_counter() - tic)
+        results["train_s_per_iter"] = _median(times[warmup:])
+        results["train_images_per_iter"] = cfg.SOLVER.IMS_PER_BATCH // get_world_size()
+
+    if inference_images > 0:
+        model.eval()
+        times = []
+        with torch.no_grad():
+            for images, _, _ in itertools.islice(build_test_loader(cfg, test_set), warmup + inference_images):
+                sync()
+                tic = time.perf_counter()
+                with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                    model([image.to(device) for image in images])
+                sync()
+                times.append(time.perf_counter() - tic)
+        results["inference_s_per_image"] = _median(times[warmup:])
+    return results

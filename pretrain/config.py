@@ -1,0 +1,71 @@
+"""Pretraining defaults: the MoCo v2 recipe (Chen et al. 2020), in Detectron2-style upper-case keys.
+
+A config file overrides these (with ``_BASE_`` inheritance) and ``KEY VALUE`` pairs override the file;
+``benchmarks.engine.config.load_config`` rejects keys that are not defined here.
+"""
+from fvcore.common.config import CfgNode as CN
+
+_C = CN()
+
+# "mocov1" (linear head, augmentation without blur) or "mocov2" (MLP head, blur); see pretrain/train.py METHODS.
+_C.METHOD = "mocov2"
+_C.SEED = 0
+# Where last.pth, periodic checkpoints, config.yaml and log.txt go; tools/pretrain.py fills it in.
+_C.OUTPUT_DIR = ""
+# Log loss, contrastive accuracy and lr every this many iterations.
+_C.LOG_PERIOD = 20
+
+_C.MODEL = CN()
+# A torchvision ResNet: resnet18, resnet34, resnet50, resnet101 or resnet152 (what the canonical checkpoint holds).
+_C.MODEL.ARCH = "resnet50"
+
+_C.MODEL.MOCO = CN()
+# Output dimension of the projection head (the embedding the contrastive loss compares).
+_C.MODEL.MOCO.DIM = 128
+# Hidden width of the v2 MLP head (backbone width -> MLP_DIM -> DIM); 2048 is ResNet-50's width as in the paper.
+_C.MODEL.MOCO.MLP_DIM = 2048
+# Number of negative keys kept; must be a multiple of SOLVER.IMS_PER_BATCH.
+_C.MODEL.MOCO.QUEUE_SIZE = 65536
+# Key encoder update: key = MOMENTUM * key + (1 - MOMENTUM) * query.
+_C.MODEL.MOCO.MOMENTUM = 0.999
+_C.MODEL.MOCO.TEMPERATURE = 0.2
+
+_C.INPUT = CN()
+_C.INPUT.CROP_SIZE = 224
+# Smallest area fraction of RandomResizedCrop.
+_C.INPUT.MIN_SCALE = 0.2
+
+_C.DATA = CN()
+# A directory of images (flat or class subfolders); "" = the built-in generated pool.
+_C.DATA.ROOT = ""
+
+_C.DATALOADER = CN()
+_C.DATALOADER.NUM_WORKERS = 8
+
+_C.SOLVER = CN()
+# Global batch over all processes (Detectron2 convention); each of N processes loads IMS_PER_BATCH / N.
+_C.SOLVER.IMS_PER_BATCH = 256
+# Learning rate at REFERENCE_BATCH images; the run uses BASE_LR * IMS_PER_BATCH / REFERENCE_BATCH (linear scaling).
+_C.SOLVER.BASE_LR = 0.03
+_C.SOLVER.REFERENCE_BATCH = 256
+_C.SOLVER.MOMENTUM = 0.9
+_C.SOLVER.WEIGHT_DECAY = 1e-4
+# Length of training in passes over the data; MAX_ITER > 0 overrides it.
+_C.SOLVER.EPOCHS = 200
+_C.SOLVER.MAX_ITER = 0
+# "cosine" (MoCo v2): lr * 0.5 * (1 + cos(pi * progress)), updated every iteration. The official code updates
+# it once per epoch; per iteration is the smooth equivalent and also works for runs shorter than an epoch.
+# "step" (MoCo v1): lr * 0.1 at each fraction of training in STEPS (0.6, 0.8 = epochs 120 and 160 of 200).
+_C.SOLVER.LR_SCHEDULE = "cosine"
+_C.SOLVER.STEPS = (0.6, 0.8)
+# Write model_{iter:07d}.pth and last.pth every this many iterations (and last.pth at the end).
+_C.SOLVER.CHECKPOINT_PERIOD = 5000
+
+_C.SOLVER.AMP = CN()
+# Mixed precision: bf16 autocast on CPU, fp16 autocast with a GradScaler on CUDA.
+_C.SOLVER.AMP.ENABLED = False
+
+
+def get_defaults() -> CN:
+    """A fresh copy of the defaults, safe to modify."""
+    return _C.clone()

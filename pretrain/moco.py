@@ -1,0 +1,121 @@
+"""MoCo v1 (He et al. 2020) and v2 (Chen et al. 2020): a query encoder, its momentum copy, a queue of keys.
+
+Parameter and buffer names and shapes follow the official facebookresearch/moco model (``encoder_q.*``,
+``encoder_k.*``, ``queue`` as DIM x K, ``queue_ptr``), so a full state dict reads like theirs.
+"""
+import copy
+
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+
+from benchmarks.engine.distributed import concat_all_gather, get_rank, get_world_size, is_distributed
+
+from .losses import info_nce
+
+
+def build_resnet_encoder(arch: str, dim: int, mlp_dim=None) -> nn.Module:
+    """A torchvision ResNet whose ``fc`` is the projection head: linear, or Linear-ReLU-Linear if ``mlp_dim``."""
+    encoder = torchvision.models.get_model(arch, weights=None)
+    if not isinstance(encoder, torchvision.models.ResNet):
+        raise ValueError(f"MODEL.ARCH must name a torchvision ResNet, got {arch!r}")
+    width = encoder.fc.in_features
+    if mlp_dim is None:
+        encoder.fc = nn.Linear(width, dim)
+    else:
+        encoder.fc = nn.Sequential(nn.Linear(width, mlp_dim), nn.ReLU(inplace=True), nn.Linear(mlp_dim, dim))
+    return encoder
+
+
+class MoCo(nn.Module):
+    """Contrasts each query with its key (another view of the same image) and a queue of earlier keys."""
+
+    def __init__(self, encoder: nn.Module, dim: int, queue_size: int, momentum: float, temperature: float):
+        super().__init__()
+        self.momentum = momentum
+        self.temperature = temperature
+        self.encoder_q = encoder
+        self.encoder_k = copy.deepcopy(encoder)
+        for param in self.encoder_k.parameters():
+            param.requires_grad_(False)
+        self.register_buffer("queue", F.normalize(torch.randn(dim, queue_size), dim=0))
+        self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
+
+    @torch.no_grad()
+    def momentum_update_key_encoder(self) -> None:
+        """key = m * key + (1 - m) * query, parameter by parameter (BN statistics are the key encoder's own)."""
+        m = self.momentum
+        for param_q, param_k in zip(self.encoder_q.parameters(), self.encoder_k.parameters()):
+            param_k.mul_(m).add_(param_q.detach() * (1.0 - m))
+
+    @torch.no_grad()
+    def dequeue_and_enqueue(self, keys: torch.Tensor) -> None:
+        """Overwrite the oldest entries with this step's keys from every process."""
+        keys = concat_all_gather(keys)
+        batch = keys.shape[0]
+        queue_size = self.queue.shape[1]
+        assert queue_size % batch == 0, (
+            f"MoCo queue size {queue_size} (MODEL.MOCO.QUEUE_SIZE) must be a multiple of the global batch "
+            f"{batch} (SOLVER.IMS_PER_BATCH) so that each step replaces a contiguous block")
+        ptr = int(self.queue_ptr)
+        self.queue[:, ptr:ptr + batch] = keys.T
+        self.queue_ptr[0] = (ptr + batch) % queue_size
+
+    @torch.no_grad()
+    def shuffle_across_processes(self, images: torch.Tensor):
+        """Shuffle-BN: give each process a random share of all processes' key images.
+
+        Batch statistics then come from other images than the matching queries', so BN cannot leak
+        which query goes with which key. Returns this process's images and the inverse permutation.
+        """
+        gathered = concat_all_gather(images)
+        permutation = torch.randperm(gathered.shape[0]).to(images.device)
+        dist.broadcast(permutation, src=0)
+        this_process = permutation.view(get_world_size(), -1)[get_rank()]
+        return gathered[this_process], torch.argsort(permutation)
+
+    @torch.no_grad()
+    def unshuffle_across_processes(self, keys: torch.Tensor, inverse_permutation: torch.Tensor) -> torch.Tensor:
+        gathered = concat_all_gather(keys)
+        return gathered[inverse_permutation.view(get_world_size(), -1)[get_rank()]]
+
+    @torch.no_grad()
+    def encode_keys(self, images: torch.Tensor) -> torch.Tensor:
+        if not is_distributed():
+            return F.normalize(self.encoder_k(images).float(), dim=1)
+        images, inverse_permutation = self.shuffle_across_processes(images)
+        keys = F.normalize(self.encoder_k(images).float(), dim=1)
+        return self.unshuffle_across_processes(keys, inverse_permutation)
+
+    def forward(self, im_q: torch.Tensor, im_k: torch.Tensor):
+        """One MoCo step on two views of a batch; returns ``(loss, logits)`` with the positive in column 0."""
+        query = F.normalize(self.encoder_q(im_q).float(), dim=1)
+        self.momentum_update_key_encoder()
+        key = self.encode_keys(im_k)
+        # In fp32 even under autocast: 1/T amplifies rounding. The queue is cloned because it changes below.
+        with torch.autocast(query.device.type, enabled=False):
+            loss, logits = info_nce(query, key, self.queue.clone().T, self.temperature)
+        self.dequeue_and_enqueue(key)
+        return loss, logits
+
+    def backbone_state_dict(self) -> dict:
+        """The query encoder in torchvision names without the head: what transfers downstream."""
+        return {name: tensor for name, tensor in self.encoder_q.state_dict().items() if not name.startswith("fc.")}
+
+
+def _moco(cfg, mlp_dim) -> MoCo:
+    moco_cfg = cfg.MODEL.MOCO
+    encoder = build_resnet_encoder(cfg.MODEL.ARCH, moco_cfg.DIM, mlp_dim)
+    return MoCo(encoder, moco_cfg.DIM, moco_cfg.QUEUE_SIZE, moco_cfg.MOMENTUM, moco_cfg.TEMPERATURE)
+
+
+def build_mocov1(cfg) -> MoCo:
+    """MoCo v1: linear projection head."""
+    return _moco(cfg, mlp_dim=None)
+
+
+def build_mocov2(cfg) -> MoCo:
+    """MoCo v2: MLP projection head."""
+    return _moco(cfg, mlp_dim=cfg.MODEL.MOCO.MLP_DIM)

@@ -1,0 +1,247 @@
+"""The pretraining loop, read top to bottom: output dir, data, model, optimizer, resume, iterate, checkpoint.
+
+Runs unchanged in one process and under ``torchrun`` (one process per GPU, or gloo on CPUs). A resumed run
+continues the same data order and augmentations (``InfiniteSampler`` + ``SeededSamples``) from the stored
+iteration, with the model, queue, optimizer, RNG and grad-scaler state of the checkpoint.
+"""
+import datetime
+import math
+import time
+from pathlib import Path
+from typing import Callable, NamedTuple
+
+import torch
+from fvcore.common.config import CfgNode
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+from tqdm.contrib.logging import logging_redirect_tqdm
+
+from benchmarks.data.builtin import builtin_data_root
+from benchmarks.engine.config import ConfigError
+from benchmarks.engine.distributed import all_reduce_mean, get_world_size, is_distributed, is_main_process, synchronize
+from benchmarks.engine.logging import setup_logger
+from benchmarks.engine.sampler import InfiniteSampler, SeededSamples
+from benchmarks.engine.seed import get_rng_state, seed_everything, set_rng_state
+from converters import expected_backbone_keys, load_torch_file, save_canonical
+
+from .augmentations import IMAGENET_MEAN, IMAGENET_STD, TwoCrops, mocov1_augmentation, mocov2_augmentation
+from .data import ImageDirectory
+from .moco import build_mocov1, build_mocov2
+
+
+class Method(NamedTuple):
+    """What the loop needs of a pretraining method."""
+
+    build_model: Callable  # cfg -> module; forward(im_q, im_k) -> (loss, logits with the positive in column 0)
+    augmentation: Callable  # (crop_size, min_scale) -> the transform of one view
+
+
+METHODS = {
+    "mocov1": Method(build_mocov1, mocov1_augmentation),
+    "mocov2": Method(build_mocov2, mocov2_augmentation),
+}
+
+
+def check_config(cfg: CfgNode, world_size: int) -> None:
+    """Reject settings the loop cannot honour before any work starts."""
+    if cfg.METHOD not in METHODS:
+        raise ConfigError(f"METHOD {cfg.METHOD!r} is not one of {sorted(METHODS)}")
+    try:
+        expected_backbone_keys(cfg.MODEL.ARCH)  # the archs a canonical checkpoint can hold
+    except ValueError as err:
+        raise ConfigError(f"MODEL.ARCH: {err}") from None
+    batch = cfg.SOLVER.IMS_PER_BATCH
+    if batch % world_size:
+        raise ConfigError(f"SOLVER.IMS_PER_BATCH {batch} is the global batch and must divide evenly over "
+                          f"{world_size} processes")
+    if cfg.MODEL.MOCO.QUEUE_SIZE % batch:
+        raise ConfigError(f"MODEL.MOCO.QUEUE_SIZE {cfg.MODEL.MOCO.QUEUE_SIZE} must be a multiple of "
+                          f"SOLVER.IMS_PER_BATCH {batch}")
+    if cfg.SOLVER.LR_SCHEDULE not in ("cosine", "step"):
+        raise ConfigError(f"SOLVER.LR_SCHEDULE must be 'cosine' or 'step', got {cfg.SOLVER.LR_SCHEDULE!r}")
+    if not cfg.OUTPUT_DIR:
+        raise ConfigError("OUTPUT_DIR is empty")
+
+
+def data_directory(cfg: CfgNode) -> Path:
+    return Path(cfg.DATA.ROOT) if cfg.DATA.ROOT else builtin_data_root() / "pool"
+
+
+def total_iterations(cfg: CfgNode, dataset_size: int) -> int:
+    """MAX_ITER if set, else EPOCHS full global batches per pass over the data (the last partial one dropped)."""
+    if cfg.SOLVER.MAX_ITER > 0:
+        return cfg.SOLVER.MAX_ITER
+    return cfg.SOLVER.EPOCHS * max(1, dataset_size // cfg.SOLVER.IMS_PER_BATCH)
+
+
+def scaled_lr(cfg: CfgNode) -> float:
+    """Linear scaling rule: BASE_LR is the rate for REFERENCE_BATCH images."""
+    return cfg.SOLVER.BASE_LR * cfg.SOLVER.IMS_PER_BATCH / cfg.SOLVER.REFERENCE_BATCH
+
+
+def learning_rate(cfg: CfgNode, iteration: int, max_iter: int) -> float:
+    progress = iteration / max_iter
+    if cfg.SOLVER.LR_SCHEDULE == "cosine":
+        return scaled_lr(cfg) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return scaled_lr(cfg) * 0.1 ** sum(progress >= step for step in cfg.SOLVER.STEPS)
+
+
+def build_data_loader(cfg: CfgNode, dataset, start_iter: int, device: torch.device) -> DataLoader:
+    """An endless stream that a run resumed at ``start_iter`` continues exactly where it stopped."""
+    per_process = cfg.SOLVER.IMS_PER_BATCH // get_world_size()
+    sampler = InfiniteSampler(len(dataset), seed=cfg.SEED, start=start_iter * per_process)
+    return DataLoader(
+        SeededSamples(dataset), batch_size=per_process, sampler=sampler,
+        num_workers=cfg.DATALOADER.NUM_WORKERS, pin_memory=device.type == "cuda",
+        # Worker seeds come from this generator, not the global RNG (SeededSamples seeds each sample anyway).
+        generator=torch.Generator().manual_seed(cfg.SEED),
+    )
+
+
+def save_checkpoint(path: Path, model, optimizer, scaler, iteration: int, cfg: CfgNode, data_dir: Path) -> None:
+    """A canonical checkpoint: the backbone for transfer, plus everything needed to resume."""
+    meta = {
+        "arch": cfg.MODEL.ARCH,
+        "method": cfg.METHOD,
+        "pretrain_data": str(data_dir),
+        "pixel_mean": [round(255 * value, 3) for value in IMAGENET_MEAN],
+        "pixel_std": [round(255 * value, 3) for value in IMAGENET_STD],
+        "config": cfg.dump(),
+        "parent": None,
+        "step": iteration,
+    }
+    train_state = {
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "iteration": iteration,
+        "rng": get_rng_state(),
+        "scaler": scaler.state_dict(),
+    }
+    save_canonical(path, model.backbone_state_dict(), meta, train_state)
+
+
+def restore_checkpoint(path: Path, model, optimizer, scaler, cfg: CfgNode, logger) -> int:
+    """Load the training state written by ``save_checkpoint``; returns the iteration to continue from."""
+    checkpoint = load_torch_file(path)
+    state = checkpoint.get("train_state")
+    if not state:
+        raise ValueError(f"{path} holds no training state (a backbone-only checkpoint); cannot resume it")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if state["scaler"]:  # empty when written without CUDA AMP
+        scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"])
+    changed = changed_keys(checkpoint["meta"]["config"], cfg.dump())
+    if changed:
+        logger.warning(f"config differs from the checkpoint's in {', '.join(changed)}")
+    logger.info(f"resuming {path} at iteration {state['iteration']}")
+    return state["iteration"]
+
+
+def changed_keys(old_yaml: str, new_yaml: str) -> list:
+    """Config keys whose values differ between two dumped configs."""
+    def flatten(node, prefix=""):
+        for key, value in node.items():
+            if isinstance(value, dict):
+                yield from flatten(value, f"{prefix}{key}.")
+            else:
+                yield f"{prefix}{key}", value
+    old = dict(flatten(CfgNode.load_cfg(old_yaml)))
+    new = dict(flatten(CfgNode.load_cfg(new_yaml)))
+    return sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
+
+
+def train(cfg: CfgNode, device: torch.device, resume: bool = False) -> Path:
+    """Pretrain as ``cfg`` says and return the path of ``last.pth``."""
+    world_size = get_world_size()
+    check_config(cfg, world_size)
+    output_dir = Path(cfg.OUTPUT_DIR)
+    last_path = output_dir / "last.pth"
+    if last_path.exists() and not resume:
+        raise FileExistsError(f"{last_path} already exists: pass --resume to continue that run, or choose "
+                              f"another --output; refusing to overwrite it")
+    logger = setup_logger(output_dir)
+    if is_main_process():
+        (output_dir / "config.yaml").write_text(cfg.dump())
+
+    method = METHODS[cfg.METHOD]
+    data_dir = data_directory(cfg)
+    dataset = ImageDirectory(data_dir, TwoCrops(method.augmentation(cfg.INPUT.CROP_SIZE, cfg.INPUT.MIN_SCALE)))
+    max_iter = total_iterations(cfg, len(dataset))
+
+    seed_everything(cfg.SEED)
+    model = method.build_model(cfg).to(device)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=scaled_lr(cfg),
+                                momentum=cfg.SOLVER.MOMENTUM, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
+    amp = cfg.SOLVER.AMP.ENABLED
+    amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    scaler = torch.amp.GradScaler("cuda", enabled=amp and device.type == "cuda")
+
+    start_iter = 0
+    if resume and last_path.exists():
+        start_iter = restore_checkpoint(last_path, model, optimizer, scaler, cfg, logger)
+    elif resume:
+        logger.info(f"--resume: {last_path} does not exist yet, starting from scratch")
+
+    if is_distributed():
+        train_model = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
+                                              find_unused_parameters=False)
+    else:
+        train_model = model
+        logger.info("single process: shuffle-BN has no other process to shuffle keys across, so the key "
+                    "encoder's BN sees the key batch as it comes (launch with torchrun for shuffle-BN)")
+    loader = build_data_loader(cfg, dataset, start_iter, device)
+
+    logger.info(f"{cfg.METHOD} {cfg.MODEL.ARCH} on {len(dataset)} images from {data_dir}; {world_size} process(es) "
+                f"x {cfg.SOLVER.IMS_PER_BATCH // world_size} images = global batch {cfg.SOLVER.IMS_PER_BATCH}; "
+                f"lr {scaled_lr(cfg):.6g} = {cfg.SOLVER.BASE_LR} x {cfg.SOLVER.IMS_PER_BATCH} / "
+                f"{cfg.SOLVER.REFERENCE_BATCH}, {cfg.SOLVER.LR_SCHEDULE} schedule; {max_iter} iterations; "
+                f"AMP {amp_dtype if amp else 'off'}; device {device}")
+
+    train_model.train()
+    loss_sum = torch.zeros((), device=device)
+    accuracy_sum = torch.zeros((), device=device)
+    window_start, window_iters = time.perf_counter(), 0
+    batches = iter(loader)
+    with logging_redirect_tqdm(loggers=[logger]), tqdm(total=max_iter, initial=start_iter, desc="pretrain",
+                                                       disable=not is_main_process(), dynamic_ncols=True,
+                                                       mininterval=1.0) as progress:
+        for iteration in range(start_iter, max_iter):
+            lr = learning_rate(cfg, iteration, max_iter)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            im_q, im_k = (images.to(device, non_blocking=True) for images in next(batches))
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
+                loss, logits = train_model(im_q, im_k)
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+
+            done = iteration + 1
+            loss_sum += loss.detach()
+            accuracy_sum += (logits.detach().argmax(dim=1) == 0).float().mean() * 100
+            window_iters += 1
+            progress.update(1)
+            if done % cfg.LOG_PERIOD == 0 or done == max_iter:
+                metrics = dict(zip(("loss", "acc1"), all_reduce_mean(
+                    torch.stack([loss_sum, accuracy_sum]) / window_iters).tolist()))
+                if not math.isfinite(metrics["loss"]):
+                    raise FloatingPointError(f"loss became {metrics['loss']} by iteration {done}")
+                seconds_per_iter = (time.perf_counter() - window_start) / window_iters
+                eta = datetime.timedelta(seconds=round(seconds_per_iter * (max_iter - done)))
+                progress.set_postfix(loss=f"{metrics['loss']:.3f}", lr=f"{lr:.4g}")
+                logger.info(f"iter {done}/{max_iter}  loss {metrics['loss']:.4f}  contrastive acc@1 "
+                            f"{metrics['acc1']:.1f}%  lr {lr:.6g}  {seconds_per_iter:.3f} s/iter  eta {eta}")
+                loss_sum.zero_()
+                accuracy_sum.zero_()
+                window_start, window_iters = time.perf_counter(), 0
+            periodic = done % cfg.SOLVER.CHECKPOINT_PERIOD == 0
+            if is_main_process() and periodic:
+                save_checkpoint(output_dir / f"model_{done:07d}.pth", model, optimizer, scaler, done, cfg, data_dir)
+            if is_main_process() and (periodic or done == max_iter):
+                save_checkpoint(last_path, model, optimizer, scaler, done, cfg, data_dir)
+    synchronize()
+    logger.info(f"pretraining done: {last_path}")
+    return last_path
