@@ -1,7 +1,7 @@
 """The transfer tasks a user names with ``--task``: which recipe, which engine. A plain dict, no registry."""
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from fvcore.common.config import CfgNode
 

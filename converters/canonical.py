@@ -64,7 +64,7 @@ def _preview(names: list[str]) -> str:
     return f"{shown} (+{len(names) - _PREVIEW} more)" if len(names) > _PREVIEW else shown
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def expected_backbone_shapes(arch: str) -> Mapping[str, tuple[int, ...]]:
     """Name -> shape of every tensor in torchvision's ``arch`` state dict except ``fc``.
 

@@ -16,7 +16,8 @@ import pickle
 import re
 import uuid
 from collections import OrderedDict
-from typing import BinaryIO, Callable
+from collections.abc import Callable
+from typing import BinaryIO
 
 import numpy as np
 import safetensors
@@ -64,6 +65,11 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
             os.fsync(directory_fd)
         finally:
             os.close(directory_fd)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write a text file (results, resolved configs) so that readers never see half of it."""
+    atomic_write(path, lambda file: file.write(text.encode("utf-8")))
 
 
 def atomic_torch_save(obj: object, path: str | os.PathLike) -> None:

@@ -7,8 +7,9 @@ iteration, with the model, queue, optimizer, RNG and grad-scaler state of the ch
 import datetime
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import torch
 from fvcore.common.config import CfgNode
@@ -24,6 +25,7 @@ from benchmarks.engine.logging import setup_logger
 from benchmarks.engine.sampler import InfiniteSampler, SeededSamples
 from benchmarks.engine.seed import get_rng_state, seed_everything, set_rng_state
 from converters import expected_backbone_keys, load_torch_file, save_canonical
+from converters.io import atomic_write_text
 
 from .augmentations import IMAGENET_MEAN, IMAGENET_STD, TwoCrops, mocov1_augmentation, mocov2_augmentation
 from .data import ImageDirectory
@@ -163,7 +165,7 @@ def train(cfg: CfgNode, device: torch.device, resume: bool = False) -> Path:
                               f"another --output; refusing to overwrite it")
     logger = setup_logger(output_dir)
     if is_main_process():
-        (output_dir / "config.yaml").write_text(cfg.dump())
+        atomic_write_text(output_dir / "config.yaml", cfg.dump())
 
     method = METHODS[cfg.METHOD]
     data_dir = data_directory(cfg)

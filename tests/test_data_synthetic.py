@@ -14,6 +14,7 @@ from torchvision.datasets import ImageFolder
 from benchmarks.data import (
     CATEGORIES,
     SceneSpec,
+    builtin,
     builtin_data_root,
     render_scene,
     scene_rng,
@@ -21,7 +22,6 @@ from benchmarks.data import (
     write_image_folder,
     write_image_pool,
 )
-from benchmarks.data import builtin
 
 CROWDED = SceneSpec(crowd_prob=0.5)
 

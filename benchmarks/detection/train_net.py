@@ -6,6 +6,7 @@ from pathlib import Path
 import torch
 
 from converters import load_backbone
+from converters.io import atomic_write_text
 
 from ..data.builtin import builtin_data_root
 from ..data.coco import COCODetection, resolve_dataset
@@ -13,7 +14,7 @@ from ..engine.checkpoint import Checkpointer
 from ..engine.distributed import get_rank, get_world_size, is_main_process
 from ..engine.precise_bn import update_bn_stats
 from ..engine.seed import seed_everything
-from ..engine.solver import build_sgd, build_lr_scheduler
+from ..engine.solver import build_lr_scheduler, build_sgd
 from ..engine.trainer import IterationTrainer, TrainingSchedule, amp_dtype
 from ..modeling.norm import resolve_norm
 from .data import build_test_loader, build_train_loader
@@ -99,9 +100,9 @@ def detection_losses(device):
 
 
 def write_results(output_dir: Path, metrics: dict, results: list) -> None:
-    (output_dir / "coco_instances_results.json").write_text(json.dumps(results))
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    (output_dir / "results.md").write_text(results_table(metrics) + "\n")
+    atomic_write_text(output_dir / "coco_instances_results.json", json.dumps(results))
+    atomic_write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2))
+    atomic_write_text(output_dir / "results.md", results_table(metrics) + "\n")
 
 
 def run(cfg, resume: bool = False, eval_only: bool = False) -> dict:
@@ -135,7 +136,7 @@ def run(cfg, resume: bool = False, eval_only: bool = False) -> dict:
         start_iter = 0
         seed_everything(cfg.SEED + get_rank())  # distinct proposal sampling per rank, as in Detectron2
     if is_main_process():
-        (output_dir / "config.yaml").write_text(cfg.dump())
+        atomic_write_text(output_dir / "config.yaml", cfg.dump())
 
     train_model = model
     if get_world_size() > 1:

@@ -25,9 +25,20 @@ def load_config(defaults: CfgNode, config_file=None, overrides=()) -> CfgNode:
     overrides = list(overrides)
     if len(overrides) % 2:
         raise ConfigError(f"overrides must be KEY VALUE pairs, got an odd number: {overrides}")
+    for key in overrides[0::2]:
+        _check_key_exists(cfg, key)
     try:
         cfg.merge_from_list(overrides)
     except (KeyError, ValueError) as err:
         raise ConfigError(f"bad override: {err.args[0] if err.args else err}") from None
     cfg.freeze()
     return cfg
+
+
+def _check_key_exists(cfg: CfgNode, full_key: str) -> None:
+    """yacs reports unknown keys with ``assert``, which ``python -O`` strips; check them ourselves."""
+    node = cfg
+    for part in full_key.split("."):
+        if not isinstance(node, CfgNode) or part not in node:
+            raise ConfigError(f"bad override: unknown config key {full_key!r}")
+        node = node[part]

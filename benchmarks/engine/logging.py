@@ -5,7 +5,6 @@ from pathlib import Path
 
 from .distributed import get_rank
 
-
 # "transferlab" for the entry points; the package names for modules that log under ``__name__``.
 LOGGER_NAMES = ("transferlab", "benchmarks", "pretrain", "converters")
 

@@ -4,8 +4,8 @@ import datetime
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Optional
 
 import torch
 from tqdm import tqdm
@@ -29,7 +29,7 @@ class TrainingSchedule:
     checkpoint_period: int
     eval_period: int = 0
     log_period: int = 20
-    clip_type: Optional[str] = None  # None, "value" or "norm"
+    clip_type: str | None = None  # None, "value" or "norm"
     clip_value: float = 1.0
     clip_norm_type: float = 2.0
 
@@ -39,8 +39,8 @@ class IterationTrainer:
 
     def __init__(self, model, optimizer, scheduler, checkpointer: Checkpointer, schedule: TrainingSchedule,
                  make_train_iterator: Callable[[int], object], compute_losses: Callable, device: torch.device,
-                 amp: bool = False, evaluate: Optional[Callable[[int], dict]] = None,
-                 before_evaluate: Optional[Callable[[int], None]] = None):
+                 amp: bool = False, evaluate: Callable[[int], dict] | None = None,
+                 before_evaluate: Callable[[int], None] | None = None):
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.checkpointer = checkpointer
         self.schedule = schedule
@@ -92,7 +92,7 @@ class IterationTrainer:
             self.before_evaluate(iteration)
         return self.evaluate(iteration)
 
-    def train(self, start_iter: int) -> Optional[dict]:
+    def train(self, start_iter: int) -> dict | None:
         """Train from ``start_iter`` to ``max_iter``; returns the final evaluation (if any)."""
         schedule = self.schedule
         metrics = None
