@@ -18,6 +18,7 @@ import os
 import re
 import types
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -32,10 +33,13 @@ __all__ = [
     "RESNET_ARCHS",
     "IMAGENET_PIXEL_MEAN",
     "IMAGENET_PIXEL_STD",
+    "canonical_checkpoint",
     "save_canonical",
     "expected_backbone_shapes",
     "expected_backbone_keys",
     "infer_arch",
+    "BackboneMismatch",
+    "backbone_mismatches",
     "check_backbone",
 ]
 
@@ -111,6 +115,29 @@ def infer_arch(state_dict: Mapping[str, object]) -> str:
     )
 
 
+class BackboneMismatch(NamedTuple):
+    """What separates a state dict from an ``arch`` backbone, as torchvision names."""
+
+    missing: list[str]
+    unexpected: list[str]
+    wrong_shape: list[str]
+
+
+def _shape(value: object) -> tuple[int, ...]:
+    return tuple(getattr(value, "shape", ()))
+
+
+def backbone_mismatches(state_dict: Mapping[str, object], arch: str) -> BackboneMismatch:
+    """The names ``check_backbone`` refuses; ``load_backbone(allow_partial=True)`` drops or lists them instead."""
+    expected = expected_backbone_shapes(arch)
+    present = [name for name in expected if name in state_dict]
+    return BackboneMismatch(
+        missing=[name for name in expected if name not in state_dict],
+        unexpected=[name for name in state_dict if name not in expected],
+        wrong_shape=[name for name in present if _shape(state_dict[name]) != expected[name]],
+    )
+
+
 def check_backbone(state_dict: Mapping[str, object], arch: str) -> None:
     """Every ``arch`` backbone tensor present with its torchvision shape, and nothing else.
 
@@ -118,16 +145,15 @@ def check_backbone(state_dict: Mapping[str, object], arch: str) -> None:
     with a log line and silently keep random weights.
     """
     expected = expected_backbone_shapes(arch)
-    missing = [name for name in expected if name not in state_dict]
-    unexpected = [name for name in state_dict if name not in expected]
-    wrong_shape = [
-        f"{name} {tuple(getattr(state_dict[name], 'shape', ()))} (expected {shape})"
-        for name, shape in expected.items()
-        if name in state_dict and tuple(getattr(state_dict[name], "shape", ())) != shape
-    ]
+    mismatch = backbone_mismatches(state_dict, arch)
+    wrong_shape = [f"{name} {_shape(state_dict[name])} (expected {expected[name]})" for name in mismatch.wrong_shape]
     problems = [
         f"{len(names)} {label}: {_preview(names)}"
-        for label, names in (("missing", missing), ("unexpected", unexpected), ("with the wrong shape", wrong_shape))
+        for label, names in (
+            ("missing", mismatch.missing),
+            ("unexpected", mismatch.unexpected),
+            ("with the wrong shape", wrong_shape),
+        )
         if names
     ]
     if problems:
@@ -170,13 +196,10 @@ def _check_pixel_stats(meta: Mapping[str, object]) -> None:
             raise ValueError(f"meta {key} {values} looks like the 0-1 scale; the canonical scale is 0-255")
 
 
-def save_canonical(
-    path: str | os.PathLike,
-    state_dict: Mapping[str, torch.Tensor],
-    meta: Mapping[str, object],
-    train_state: object | None = None,
-) -> None:
-    """Validate a backbone and write it atomically as a canonical checkpoint.
+def canonical_checkpoint(
+    state_dict: Mapping[str, torch.Tensor], meta: Mapping[str, object], train_state: object | None = None
+) -> dict[str, object]:
+    """Validate a backbone and build the canonical checkpoint dict (what ``save_canonical`` writes).
 
     Missing meta keys are stored as None; ``meta["arch"]``, when given, must match the tensors.
     """
@@ -198,4 +221,14 @@ def save_canonical(
     }
     if train_state is not None:
         checkpoint["train_state"] = train_state
-    atomic_torch_save(checkpoint, path)
+    return checkpoint
+
+
+def save_canonical(
+    path: str | os.PathLike,
+    state_dict: Mapping[str, torch.Tensor],
+    meta: Mapping[str, object],
+    train_state: object | None = None,
+) -> None:
+    """Validate a backbone and write it atomically as a canonical checkpoint."""
+    atomic_torch_save(canonical_checkpoint(state_dict, meta, train_state), path)

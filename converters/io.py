@@ -1,6 +1,7 @@
 """Safe reading and atomic writing of checkpoint files.
 
-Reading never runs code stored in a file: torch files go through ``torch.load(weights_only=True)``,
+Reading never runs code stored in a file: torch files go through ``torch.load(weights_only=True)``
+(which also rebuilds the argparse.Namespace training scripts store, a plain attribute bag),
 ``.pkl`` files through an unpickler that only knows numpy arrays and plain containers, and
 ``.safetensors`` files hold no code at all. Writing goes to a temporary file in the target's
 directory and is renamed into place, so a crash or a failing serializer never leaves a partial
@@ -9,6 +10,7 @@ file under the final name.
 
 from __future__ import annotations
 
+import argparse
 import codecs
 import contextlib
 import os
@@ -27,7 +29,11 @@ import torch
 __all__ = [
     "CheckpointError",
     "atomic_write",
+    "atomic_write_text",
     "atomic_torch_save",
+    "refuse_to_overwrite",
+    "TORCH_SUFFIXES",
+    "require_suffix",
     "load_torch_file",
     "load_pickle_file",
     "load_safetensors_file",
@@ -77,6 +83,36 @@ def atomic_torch_save(obj: object, path: str | os.PathLike) -> None:
     atomic_write(path, lambda file: torch.save(obj, file))
 
 
+def refuse_to_overwrite(output: str | os.PathLike, source: str | os.PathLike) -> None:
+    """Raise CheckpointError if writing ``output`` would replace ``source``.
+
+    Compares files, not strings, so a relative path, a symlink or a hard link to the input is
+    caught too: a conversion must never destroy the only copy of a checkpoint.
+    """
+    if os.path.exists(output) and os.path.exists(source) and os.path.samefile(output, source):
+        raise CheckpointError(
+            f"{os.fspath(output)}: refusing to overwrite the input checkpoint {os.fspath(source)}; "
+            "choose another output name"
+        )
+
+
+# What torch.save files are usually called; readers open .pkl and .safetensors files with other loaders.
+TORCH_SUFFIXES = (".pth", ".pt", ".tar")
+
+
+def require_suffix(
+    path: str | os.PathLike,
+    suffixes: tuple[str, ...] = TORCH_SUFFIXES,
+    reason: str = "a torch.save file; names ending in .pkl or .safetensors are read with other loaders",
+) -> None:
+    """Raise CheckpointError unless ``path`` ends in one of ``suffixes``.
+
+    Loaders pick their (safe) reader by suffix, so a wrongly named file would not read back.
+    """
+    if not os.fspath(path).lower().endswith(suffixes):
+        raise CheckpointError(f"{os.fspath(path)}: the output must be named *{' or *'.join(suffixes)} ({reason})")
+
+
 def _unreadable(path: str | os.PathLike, err: BaseException) -> CheckpointError:
     first_line = (str(err).strip().splitlines() or [""])[0]
     return CheckpointError(
@@ -84,6 +120,10 @@ def _unreadable(path: str | os.PathLike, err: BaseException) -> CheckpointError:
         f"({type(err).__name__}: {first_line})"
     )
 
+
+# timm's and torchvision's training scripts save their argparse.Namespace as "args" next to the
+# weights. Unpickling one only sets attributes on an empty Namespace, which runs no code.
+_SAFE_TORCH_GLOBALS = [argparse.Namespace]
 
 # torch's weights-only unpickler names the global it refused in one of these two phrasings.
 _REFUSED_TORCH_GLOBAL = re.compile(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) (\S+)")
@@ -95,7 +135,8 @@ def load_torch_file(path: str | os.PathLike) -> object:
     A missing file raises FileNotFoundError (which names the path).
     """
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_SAFE_TORCH_GLOBALS):
+            return torch.load(path, map_location="cpu", weights_only=True)
     except OSError:
         raise
     except pickle.UnpicklingError as err:

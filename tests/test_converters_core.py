@@ -37,17 +37,6 @@ from converters.io import atomic_write, load_pickle_file
 # helpers
 
 
-@pytest.fixture(scope="module")
-def resnet18() -> torchvision.models.ResNet:
-    """A seeded resnet18 whose BN running stats are not the defaults, so losing them would show."""
-    torch.manual_seed(0)
-    model = torchvision.models.resnet18(weights=None)
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.5, 0.5)
-            module.running_var.uniform_(0.5, 2.0)
-            module.num_batches_tracked.fill_(1234)
-    return model.eval()
 
 
 def backbone_of(model: torch.nn.Module) -> dict[str, torch.Tensor]:

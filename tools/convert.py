@@ -1,0 +1,88 @@
+#!/usr/bin/env python
+"""Convert a ResNet checkpoint to another layout and report where every tensor went.
+
+  python tools/convert.py moco_v2_800ep_pretrain.pth.tar moco_r50.pkl --to detectron2
+  python tools/convert.py work/mocov2/last.pth mocov2_deeplab.pth --to mmseg
+  python tools/convert.py torchvision_r50.pth r50.safetensors --to safetensors --arch resnet50
+  python tools/convert.py --inspect some_checkpoint.pth
+  python tools/convert.py --list-formats
+
+The input layout is detected (or named with --from). Each source tensor ends up in the output or
+in the report with the reason it was left out (classifier, projector, key encoder, queue, ...);
+a tensor no rule explains, or a backbone tensor the file lacks, is an error (--allow-partial
+converts anyway and names each one). Detectron2, mmseg and mmdet outputs get a config next to
+them (OUT with .yaml / .py) holding the settings the weights need. Outputs are written
+atomically and never over the input. Errors exit with status 2.
+"""
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from converters import READERS, WRITERS, convert, load_backbone  # noqa: E402
+from converters.canonical import RESNET_ARCHS  # noqa: E402
+from converters.readers import FORMAT_ALIASES, PartialBackboneWarning  # noqa: E402
+from converters.report import SourceSummary  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("input", nargs="?", metavar="IN", help="checkpoint to convert")
+    parser.add_argument("output", nargs="?", metavar="OUT", help="file to write (must not be IN)")
+    parser.add_argument("--to", choices=WRITERS, metavar="FORMAT",
+                        help="output format: " + ", ".join(WRITERS) + " (see --list-formats)")
+    parser.add_argument("--from", dest="from_", choices=[*READERS, *FORMAT_ALIASES], metavar="FORMAT",
+                        help="input format (default: detected): " + ", ".join([*READERS, *FORMAT_ALIASES]))
+    parser.add_argument("--arch", choices=RESNET_ARCHS, help="expected architecture; another one is an error")
+    parser.add_argument("--allow-partial", action="store_true",
+                        help="convert a checkpoint that lacks backbone tensors (the target engine keeps its own "
+                             "initialisation for them) or holds tensors no rule explains (dropped); the report "
+                             "and stderr name each one")
+    parser.add_argument("--inspect", metavar="IN", help="print IN's detected format, architecture and tensor "
+                        "counts; write nothing")
+    parser.add_argument("--list-formats", action="store_true", help="list the input and output formats")
+    parser.add_argument("-v", "--verbose", action="store_true", help="name every tensor in the report")
+    args = parser.parse_args(argv)
+    if not (args.list_formats or args.inspect) and not (args.input and args.output and args.to):
+        parser.error("give IN OUT --to FORMAT, or --inspect IN, or --list-formats")
+    return args, parser
+
+
+def summary(function) -> str:
+    return (function.__doc__ or "").strip().splitlines()[0]
+
+
+def main(argv=None) -> int:
+    args, parser = parse_args(argv)
+    if args.list_formats:
+        width = max(map(len, [*READERS, *WRITERS]))
+        print("input formats (--from; detected when omitted):")
+        print("\n".join(f"  {name:<{width}}  {summary(read)}" for name, read in READERS.items()))
+        print("  aliases: " + ", ".join(f"{alias} = {name}" for alias, name in FORMAT_ALIASES.items()))
+        print("output formats (--to):")
+        print("\n".join(f"  {name:<{width}}  {summary(write)}" for name, write in WRITERS.items()))
+        return 0
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PartialBackboneWarning)  # the report says it, below, in full
+            if args.inspect:
+                state_dict, meta = load_backbone(args.inspect, format=args.from_, arch=args.arch,
+                                                 allow_partial=args.allow_partial)
+                source = SourceSummary.from_meta(args.inspect, state_dict, meta)
+                print(source.format(args.verbose))
+            else:
+                report = convert(args.input, args.output, args.to, from_=args.from_, arch=args.arch,
+                                 allow_partial=args.allow_partial)
+                source = report.source
+                print(report.format(args.verbose))
+    except (ValueError, OSError) as error:  # CheckpointError is a ValueError; OSError names the file
+        parser.exit(2, f"convert.py: error: {error}\n")
+    if source.partial:
+        print(source.partial_warning(), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
