@@ -9,6 +9,7 @@ $(VENV)/.installed: pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
 	$(PYTHON) -m pip install --quiet -e '.[test]'
+	$(PYTHON) -m pip install --quiet --no-deps tidecv==1.0.1  # test reference; see pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed

@@ -2,6 +2,8 @@
 from pathlib import Path
 
 import pytest
+import torch
+import torchvision
 
 from benchmarks.data import SceneSpec, write_coco
 
@@ -54,5 +56,20 @@ SOLVER:
 TEST:
   PRECISE_BN:
     NUM_ITER: 2
+  DIAGNOSIS:
+    ENABLED: False  # seconds of charts per evaluation; test_outputs_and_evaluation_match_pycocotools turns it on
 """)
     return path
+
+
+@pytest.fixture(scope="module")
+def resnet18() -> torchvision.models.ResNet:
+    """A seeded resnet18 whose BN running stats are not the defaults, so losing them would show."""
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+            module.num_batches_tracked.fill_(1234)
+    return model.eval()

@@ -75,8 +75,10 @@ def test_interrupted_run_resumes_to_identical_weights(tiny_coco_root, tiny_detec
 
 def test_outputs_and_evaluation_match_pycocotools(tiny_coco_root, tiny_detection_config, tmp_path):
     output = tmp_path / "run"
-    metrics = train_net.run(tiny_cfg(tiny_detection_config, tiny_coco_root, output, "SOLVER.MAX_ITER", "2"))
-    for name in ("config.yaml", "metrics.json", "results.md", "coco_instances_results.json", "model_final.pth"):
+    metrics = train_net.run(tiny_cfg(tiny_detection_config, tiny_coco_root, output, "SOLVER.MAX_ITER", "2",
+                                     "TEST.DIAGNOSIS.ENABLED", "True"))
+    for name in ("config.yaml", "metrics.json", "results.md", "coco_instances_results.json", "model_final.pth",
+                 "tide.json", "hoiem.json", "diagnosis.md", "tide_segm.png", "hoiem_trend_bbox.svg"):
         assert (output / name).is_file(), name
     assert json.loads((output / "metrics.json").read_text()) == json.loads(json.dumps(metrics))
     assert set(metrics) == {"bbox", "segm"}
@@ -155,7 +157,14 @@ def test_torchrun_two_processes_on_cpu(tiny_coco_root, tiny_detection_config, tm
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     log = (tmp_path / "ddp" / "log.txt").read_text()
     assert "naiveSyncBN" in log
-    assert json.loads((tmp_path / "ddp" / "metrics.json").read_text())["bbox"].keys() >= {"AP", "AP50", "AP75"}
+    ddp_metrics = json.loads((tmp_path / "ddp" / "metrics.json").read_text())
+    assert ddp_metrics["bbox"].keys() >= {"AP", "AP50", "AP75"}
+    # One process re-evaluating the saved model, with only --output (the run's saved config supplies the rest),
+    # must reproduce the evaluation that two processes gathered.
+    result = run_tool("tools/transfer.py", "--task", "coco_maskrcnn", "--output", str(tmp_path / "ddp"), "--eval-only")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "the resolved config of the run in --output" in (tmp_path / "ddp" / "log.txt").read_text()
+    assert json.loads((tmp_path / "ddp" / "metrics.json").read_text()) == ddp_metrics
 
 
 def test_benchmark_tool_prints_training_and_inference_speed(tiny_coco_root, tiny_detection_config):

@@ -33,8 +33,10 @@ def parse_args(argv=None):
     parser.add_argument("--config", help="a config file instead of the task's default one")
     parser.add_argument("--output", help="output directory (default: work/transfer/<task>-<weights name>)")
     parser.add_argument("--seed", type=int, help="run seed (SEED); papers report several seeds")
-    parser.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint")
-    parser.add_argument("--eval-only", action="store_true", help="evaluate the last checkpoint in --output")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint "
+                        "(with the config it saved, unless --config is given)")
+    parser.add_argument("--eval-only", action="store_true", help="evaluate the last checkpoint in --output "
+                        "(with the config it saved, unless --config is given)")
     parser.add_argument("--num-gpus", type=int, default=1,
                         help="processes to start on this machine when not launched by torchrun (one per GPU)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
@@ -49,7 +51,12 @@ def default_output(task: str, weights) -> Path:
 def main(args):
     init_distributed()
     task = get_task(args.task)
-    config_file, reason = choose_config(task, args.config, args.data_root)
+    output = Path(args.output) if args.output else default_output(args.task, args.weights)
+    saved_config = output / "config.yaml"
+    if (args.resume or args.eval_only) and args.config is None and saved_config.is_file():
+        config_file, reason = saved_config, "the resolved config of the run in --output"
+    else:
+        config_file, reason = choose_config(task, args.config, args.data_root)
     cfg = load_config(task.defaults(), config_file, args.opts)
     cfg.defrost()
     cfg.TASK = args.task
@@ -59,7 +66,6 @@ def main(args):
         cfg.DATASETS.ROOT = str(args.data_root)
     if args.seed is not None:
         cfg.SEED = args.seed
-    output = Path(args.output) if args.output else default_output(args.task, cfg.MODEL.WEIGHTS or None)
     cfg.OUTPUT_DIR = str(output)
     cfg.freeze()
 
@@ -77,6 +83,9 @@ def main(args):
         print(f"\n{args.task} ({cfg.MODEL.WEIGHTS}):\n{table}")
         print(f"Results: {output / 'results.md'}  metrics: {output / 'metrics.json'}  "
               f"detections: {output / 'coco_instances_results.json'}  log: {output / 'log.txt'}")
+        if (output / "diagnosis.md").is_file():
+            print(f"Error diagnosis (TIDE, Hoiem): {output / 'diagnosis.md'}, tide.json, hoiem.json and charts "
+                  f"(tide_*.png, hoiem_*.png) in {output}")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Datasets and formats: the built-in scene generator, its writers, and readers of the real formats."""
 
 from .builtin import builtin_data_root, cache_root, write_builtin_set
-from .coco import DATASET_CATALOG, COCODetection, resolve_dataset
+from .coco import DATASET_CATALOG, COCODetection, load_coco_annotations, resolve_dataset
 from .synthetic import CATEGORIES, GENERATOR_VERSION, SceneSpec, render_scene, scene_rng
 from .writers import write_coco, write_image_folder, write_image_pool
 
@@ -13,6 +13,7 @@ __all__ = [
     "SceneSpec",
     "builtin_data_root",
     "cache_root",
+    "load_coco_annotations",
     "render_scene",
     "resolve_dataset",
     "scene_rng",

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from pycocotools.coco import COCO
 
-__all__ = ["DATASET_CATALOG", "resolve_dataset", "COCODetection"]
+__all__ = ["DATASET_CATALOG", "resolve_dataset", "load_coco_annotations", "COCODetection"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,8 @@ def resolve_dataset(name: str, root) -> tuple[Path, Path]:
     return image_dir, annotation_file
 
 
-def _is_number(value) -> bool:
+def is_finite_number(value) -> bool:
+    """A JSON number that is a real value: not a bool (a bool is an int in Python), not NaN or infinite."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -75,15 +76,22 @@ def _segmentation_problem(segmentation, height: int, width: int) -> str | None:
     return f"has a segmentation that is neither a polygon list nor an RLE dict: {segmentation!r:.80}"
 
 
-def _load_coco_json(annotation_file: Path, with_masks: bool) -> dict:
-    """Read and validate a COCO annotation file; every error names the file."""
-    if not annotation_file.is_file():
-        raise FileNotFoundError(f"COCO annotation file not found: {annotation_file}")
-    try:
-        with open(annotation_file) as f:
-            dataset = json.load(f)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{annotation_file} is not valid JSON: {e}") from e
+def load_coco_annotations(source, with_masks: bool = False) -> dict:
+    """Read (from a path) and validate COCO instance annotations; every error names the file.
+
+    ``source`` may also be an already loaded dict, which is validated the same way (and not copied).
+    """
+    if isinstance(source, dict):
+        annotation_file, dataset = "the COCO annotation dict", source
+    else:
+        annotation_file = Path(source)
+        if not annotation_file.is_file():
+            raise FileNotFoundError(f"COCO annotation file not found: {annotation_file}")
+        try:
+            with open(annotation_file) as f:
+                dataset = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{annotation_file} is not valid JSON: {e}") from e
     required = ("images", "annotations", "categories")
     if not isinstance(dataset, dict) or any(not isinstance(dataset.get(key), list) for key in required):
         present = sorted(dataset) if isinstance(dataset, dict) else type(dataset).__name__
@@ -134,7 +142,7 @@ def _load_coco_json(annotation_file: Path, with_masks: bool) -> dict:
         if annotation.get("category_id") not in category_ids:
             raise ValueError(f"{where} refers to unknown category_id {annotation.get('category_id')!r}")
         bbox = annotation.get("bbox")
-        if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_number(v) for v in bbox)):
+        if not (isinstance(bbox, list) and len(bbox) == 4 and all(is_finite_number(v) for v in bbox)):
             raise ValueError(f"{where} has a missing or malformed bbox {bbox!r}; expected [x, y, width, height]")
         if with_masks:
             if "segmentation" not in annotation:
@@ -174,7 +182,7 @@ class COCODetection(torch.utils.data.Dataset):
         self.ann_file = Path(ann_file)
         self.with_masks = with_masks
         self.transforms = transforms
-        dataset = _load_coco_json(self.ann_file, with_masks)
+        dataset = load_coco_annotations(self.ann_file, with_masks)
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
             self.coco = COCO()
             self.coco.dataset = dataset

@@ -113,6 +113,11 @@ _C.TEST.DETECTIONS_PER_IMAGE = 100
 _C.TEST.PRECISE_BN = CN()
 _C.TEST.PRECISE_BN.ENABLED = False
 _C.TEST.PRECISE_BN.NUM_ITER = 200
+# TIDE and Hoiem error diagnosis after every evaluation (tide.json, hoiem.json, charts next to metrics.json).
+_C.TEST.DIAGNOSIS = CN()
+_C.TEST.DIAGNOSIS.ENABLED = True
+# Hoiem's similar classes: "" (VOC's groups on VOC classes, else supercategories), voc, supercategory, none, a file
+_C.TEST.DIAGNOSIS.SIMILAR = ""
 
 
 def get_detection_defaults() -> CN:

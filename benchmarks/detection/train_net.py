@@ -1,6 +1,7 @@
 """Fine-tune and evaluate a detector from a pretrained backbone: the detection transfer benchmark, top to bottom."""
 import json
 import logging
+import time
 from pathlib import Path
 
 import torch
@@ -10,6 +11,7 @@ from converters.io import atomic_write_text
 
 from ..data.builtin import builtin_data_root
 from ..data.coco import COCODetection, resolve_dataset
+from ..diagnosis.report import diagnose
 from ..engine.checkpoint import Checkpointer
 from ..engine.distributed import get_rank, get_world_size, is_main_process
 from ..engine.precise_bn import update_bn_stats
@@ -105,6 +107,21 @@ def write_results(output_dir: Path, metrics: dict, results: list) -> None:
     atomic_write_text(output_dir / "results.md", results_table(metrics) + "\n")
 
 
+def write_diagnosis(cfg, output_dir: Path, coco_gt, results: list, iou_types) -> None:
+    """TIDE and Hoiem error diagnosis of an evaluation, next to metrics.json; its failure never costs a run."""
+    if not cfg.TEST.DIAGNOSIS.ENABLED:
+        return
+    start = time.perf_counter()
+    try:
+        summary = diagnose(coco_gt, {output_dir.name: results}, output_dir, iou_types,
+                           similar=cfg.TEST.DIAGNOSIS.SIMILAR or None, max_dets=cfg.TEST.DETECTIONS_PER_IMAGE)
+    except Exception:
+        logger.exception("Error diagnosis failed (metrics.json is written); TEST.DIAGNOSIS.ENABLED False skips it")
+        return
+    logger.info("Error diagnosis in %.1f s (charts, tide.json, hoiem.json, diagnosis.md in %s):\n%s",
+                time.perf_counter() - start, output_dir, summary)
+
+
 def run(cfg, resume: bool = False, eval_only: bool = False) -> dict:
     """Train (or resume) and evaluate; returns the final metrics on the main process."""
     cfg = scale_to_world_size(cfg)
@@ -154,6 +171,7 @@ def run(cfg, resume: bool = False, eval_only: bool = False) -> dict:
             return None
         metrics = evaluate_coco(test_set.coco, results, iou_types)
         write_results(output_dir, metrics, results)
+        write_diagnosis(cfg, output_dir, test_set.coco, results, iou_types)
         logger.info("Evaluation at iteration %d on %s:\n%s", iteration, cfg.DATASETS.TEST[0], results_table(metrics))
         return metrics
 

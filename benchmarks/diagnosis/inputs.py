@@ -1,0 +1,101 @@
+"""Read the two inputs of every diagnosis, ground truth and detections, and say which file is wrong.
+
+A diagnosis is often run on files produced elsewhere (another engine's results, a converted VOC set),
+so a malformed record must fail with the file and the record in the message, not deep inside pycocotools.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import itertools
+import json
+import math
+import os
+
+from pycocotools.coco import COCO
+
+from ..data.coco import is_finite_number, load_coco_annotations
+
+MODES = ("bbox", "segm")
+
+
+def check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
+
+
+def load_ground_truth(gt, mode: str = "bbox") -> COCO:
+    """A COCO index over ``gt`` (an annotation file, a COCO dict, or a COCO object), validated for ``mode``."""
+    check_mode(mode)
+    if isinstance(gt, COCO):
+        return gt
+    # the dataset reader's validation names the file and the annotation; segm also checks the masks
+    dataset = load_coco_annotations(gt, with_masks=mode == "segm")
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
+        coco = COCO()
+        coco.dataset = dataset
+        coco.createIndex()
+    return coco
+
+
+def _plainly_valid(dets: list, coco: COCO, mode: str) -> bool:
+    """True if every record passes ``load_detections``' checks, tested a column at a time: a result file has up to
+    millions of records. False means: find the bad record one by one (or accept a dict subclass there)."""
+    try:
+        if {type(record) for record in dets} - {dict}:
+            return False
+        image_ids, category_ids, scores, geometry = ([record[key] for record in dets] for key in (
+            "image_id", "category_id", "score", "bbox" if mode == "bbox" else "segmentation"))
+        if not (coco.imgs.keys() >= set(image_ids) and coco.cats.keys() >= set(category_ids)):
+            return False
+    except (KeyError, TypeError):  # a missing key, an unhashable id
+        return False
+    # a sum of numbers is finite only if each is (or, rarely, it overflows: then the slow path decides)
+    if {type(score) for score in scores} - {int, float} or not math.isfinite(sum(scores)):
+        return False
+    if mode != "bbox":
+        return {type(s) for s in geometry} <= {dict} and all("counts" in s and "size" in s for s in geometry)
+    return ({type(bbox) for bbox in geometry} <= {list} and {len(bbox) for bbox in geometry} <= {4}
+            and not {type(v) for bbox in geometry for v in bbox} - {int, float}
+            and math.isfinite(sum(itertools.chain.from_iterable(geometry))))
+
+
+def load_detections(dets, coco: COCO, mode: str = "bbox") -> list:
+    """COCO result records from a results file or a list, checked against the ground truth's images and classes."""
+    check_mode(mode)
+    source = "detections"
+    if isinstance(dets, (str, os.PathLike)):
+        source = os.fspath(dets)
+        if not os.path.isfile(source):
+            raise FileNotFoundError(f"detections file not found: {source}")
+        try:
+            with open(source) as file:
+                dets = json.load(file)
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{source} is not valid JSON: {error}") from error
+    if not isinstance(dets, list):
+        raise ValueError(f"{source}: expected a list of COCO result records "
+                         f"({{image_id, category_id, bbox, score}}), found a {type(dets).__name__}")
+    if _plainly_valid(dets, coco, mode):
+        return dets
+    for position, record in enumerate(dets):
+        where = f"{source}: detection #{position}"
+        if not isinstance(record, dict):
+            raise ValueError(f"{where} is not a JSON object")
+        if record.get("image_id") not in coco.imgs:
+            raise ValueError(f"{where} refers to image_id {record.get('image_id')!r}, "
+                             "which is not in the ground truth")
+        if record.get("category_id") not in coco.cats:
+            raise ValueError(f"{where} refers to category_id {record.get('category_id')!r}, "
+                             "which is not in the ground truth")
+        if not is_finite_number(record.get("score")):
+            raise ValueError(f"{where} has no numeric score")
+        if mode == "bbox":
+            bbox = record.get("bbox")
+            if not (isinstance(bbox, list) and len(bbox) == 4 and all(is_finite_number(v) for v in bbox)):
+                raise ValueError(f"{where} has a missing or malformed bbox {bbox!r}; expected [x, y, width, height]")
+        else:
+            segmentation = record.get("segmentation")
+            if not (isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation):
+                raise ValueError(f"{where} has no RLE segmentation (needed for mode 'segm')")
+    return dets
