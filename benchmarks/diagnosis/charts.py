@@ -149,7 +149,7 @@ def _block_grid(num_subsets: int, models: list, panel_size: tuple):
 
 
 def _panel_title(ax, label: str, model: str, detail: str, several: bool) -> None:
-    ax.set_title(f"{label}\n{model} · {detail}" if several else f"{label}\n{detail}", fontsize=9)
+    ax.set_title(f"{label}\n{model}\n{detail}" if several else f"{label}\n{detail}", fontsize=9)
 
 
 def _legend(fig: Figure, types, title: str) -> None:
