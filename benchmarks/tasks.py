@@ -7,6 +7,7 @@ from fvcore.common.config import CfgNode
 
 from .detection.config import get_detection_defaults
 from .detection.train_net import run as run_detection
+from .engine.config import load_config
 
 CONFIG_ROOT = Path(__file__).resolve().parents[1] / "configs"
 
@@ -37,10 +38,27 @@ def get_task(name: str) -> Task:
     return TASKS[name]
 
 
-def choose_config(task: Task, config_file, data_root):
-    """The config a run uses and a sentence saying why, so the log explains the choice."""
+def choose_config(task: Task, config_file=None, data_root=None, run_dir=None):
+    """The config a run uses and a sentence saying why, so the log explains the choice.
+
+    A run being resumed or re-evaluated (``run_dir``) keeps the config it saved, so a user repeats only
+    ``--output``; ``--config`` still wins.
+    """
     if config_file:
         return Path(config_file), "given with --config"
+    if run_dir is not None and (Path(run_dir) / "config.yaml").is_file():
+        return Path(run_dir) / "config.yaml", "the resolved config of the run in --output"
     if data_root:
         return CONFIG_ROOT / task.paper_config, f"--data-root {data_root}: the paper recipe"
     return CONFIG_ROOT / task.demo_config, "no --data-root: the built-in generated data with the CPU-sized demo recipe"
+
+
+def load_task_config(task: Task, config_file=None, data_root=None, overrides=(), run_dir=None):
+    """The task's defaults, the chosen file, ``KEY VALUE`` overrides and ``--data-root``, left unfrozen for the
+    caller's own keys; with the file and why it was chosen."""
+    path, reason = choose_config(task, config_file, data_root, run_dir)
+    cfg = load_config(task.defaults(), path, overrides)
+    cfg.defrost()
+    if data_root:
+        cfg.DATASETS.ROOT = str(data_root)
+    return cfg, path, reason

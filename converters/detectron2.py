@@ -26,6 +26,7 @@ from .report import OutputFile, WriterOutput
 __all__ = [
     "to_detectron2_names",
     "from_detectron2_names",
+    "from_detectron2_name",
     "write_detectron2_pkl",
     "detectron2_overlay",
     "to_detectron2",
@@ -109,6 +110,18 @@ def from_detectron2_names(state_dict: Mapping[str, object]) -> dict[str, object]
     """Detectron2 ResNet names (``stem.*``, ``res2..5.*``) -> torchvision names; the exact inverse."""
     names, _ = _rename_all(state_dict, _FROM_DETECTRON2)
     return {new: state_dict[old] for old, new in names.items()}
+
+
+def from_detectron2_name(name: str) -> str | None:
+    """The torchvision name of one Detectron2 ResNet name, None outside the ResNet.
+
+    Unlike ``from_detectron2_names`` it also maps BatchNorm counters, which Detectron2's .pkl files
+    (and so the name table) lack but its trained .pth files have: they follow their running_mean.
+    """
+    if name.endswith(".num_batches_tracked"):
+        running_mean = _FROM_DETECTRON2.rename(name.removesuffix("num_batches_tracked") + "running_mean")
+        return None if running_mean is None else running_mean.removesuffix("running_mean") + "num_batches_tracked"
+    return _FROM_DETECTRON2.rename(name)
 
 
 def _pkl_writer(state_dict: Mapping[str, torch.Tensor], names: Mapping[str, str]) -> Callable[[BinaryIO], None]:

@@ -16,6 +16,7 @@ import contextlib
 import os
 import pickle
 import re
+import shutil
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
@@ -23,7 +24,6 @@ from typing import BinaryIO
 
 import numpy as np
 import safetensors
-import safetensors.torch
 import torch
 
 __all__ = [
@@ -51,15 +51,36 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     ``*.pth`` never pick up a half-written file. If ``write`` raises, the temporary file is removed
     and ``path`` keeps its previous content (or stays absent).
     """
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    tmp_path = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
-    try:
+    with _renamed_into_place(path) as tmp_path:
         # os.open with mode 0o666 lets the umask decide the final permissions, as a plain open() would.
         with os.fdopen(os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), "wb") as file:
             write(file)
             file.flush()
             os.fsync(file.fileno())
+
+
+def atomic_link(source: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Give a finished file a second name without writing it again: a hard link renamed into place (a copy where
+    the filesystem has no hard links). Files written by ``atomic_write`` are replaced, never modified, so the
+    two names never affect each other."""
+    with _renamed_into_place(path) as tmp_path:
+        try:
+            os.link(source, tmp_path)
+        except OSError:
+            with open(source, "rb") as original, open(tmp_path, "wb") as copy:
+                shutil.copyfileobj(original, copy)
+                copy.flush()
+                os.fsync(copy.fileno())
+
+
+@contextlib.contextmanager
+def _renamed_into_place(path: str | os.PathLike):
+    """Yield a fresh hidden name next to ``path``; rename what was made there to ``path`` durably, or remove it."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp_path = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+    try:
+        yield tmp_path
         os.replace(tmp_path, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -223,9 +244,9 @@ def load_safetensors_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tens
     if not os.path.exists(path):
         raise FileNotFoundError(2, "No such file or directory", os.fspath(path))
     try:
-        tensors = safetensors.torch.load_file(path, device="cpu")
-        with safetensors.safe_open(path, framework="pt") as file:
+        with safetensors.safe_open(path, framework="pt", device="cpu") as file:  # opened once for both
             metadata = file.metadata() or {}
+            tensors = {name: file.get_tensor(name) for name in file.keys()}
     except Exception as err:
         raise _unreadable(path, err) from err
     return tensors, metadata

@@ -32,7 +32,7 @@ from .canonical import (
     expected_backbone_shapes,
     infer_arch,
 )
-from .detectron2 import from_detectron2_names
+from .detectron2 import from_detectron2_name
 from .io import CheckpointError, load_pickle_file, load_safetensors_file, load_torch_file
 
 __all__ = [
@@ -164,14 +164,6 @@ def _entries_around(
     return _wrapper_entries({key: value for key, value in obj.items() if key not in skip}, extra_reasons)
 
 
-def _keep(state_dict: dict, sources: dict[str, str], name: str, key: str, value: object) -> None:
-    """Add one tensor under ``name``; two source keys for one name is an error (one would be lost)."""
-    if name in sources:
-        raise CheckpointError(f"{sources[name]!r} and {key!r} both hold {name!r}")
-    sources[name] = key
-    state_dict[name] = value
-
-
 # ---------------------------------------------------------------------------------------------
 # a backbone under a module prefix (mmselfsup, MoCo v3, VISSL, Lightning modules)
 
@@ -197,32 +189,46 @@ def _backbone_name(key: str, prefix: str, children: bool) -> str | None:
     return f"{module}{dot}{rest}"
 
 
-def _split_backbone(
+def _split(
     weights: Mapping[str, object],
-    prefix: str,
+    backbone_name: Callable[[str], str | None],
     part_reason: Callable[[str], str | None],
     fc_reason: str = _FC_REASON,
 ) -> tuple[dict[str, object], dict[str, str]]:
-    """(torchvision-named tensors, ignored key -> reason) for the backbone under ``prefix``.
+    """(torchvision-named tensors, ignored key -> reason); ``backbone_name(key)`` is None outside the backbone.
 
     Keys outside it are ignored with ``part_reason(key)``; one that has no reason is kept under its
-    own name, so that ``check_backbone`` reports it.
+    own name, so that ``check_backbone`` reports it. Two keys for one name are an error (one would be lost).
     """
-    children = _indexes_children(weights, prefix)
     state_dict: dict[str, object] = {}
     ignored: dict[str, str] = {}
     sources: dict[str, str] = {}
     for key, value in weights.items():
-        name = _backbone_name(key, prefix, children)
+        name = backbone_name(key)
         if name is None:
             reason = part_reason(key)
         else:
             reason = fc_reason if name.startswith("fc.") else None
         if reason is not None:
             ignored[key] = reason
-        else:
-            _keep(state_dict, sources, key if name is None else name, key, value)
+            continue
+        name = key if name is None else name
+        if name in sources:
+            raise CheckpointError(f"{sources[name]!r} and {key!r} both hold {name!r}")
+        sources[name] = key
+        state_dict[name] = value
     return state_dict, ignored
+
+
+def _split_backbone(
+    weights: Mapping[str, object],
+    prefix: str,
+    part_reason: Callable[[str], str | None],
+    fc_reason: str = _FC_REASON,
+) -> tuple[dict[str, object], dict[str, str]]:
+    """``_split`` for the backbone under ``prefix``."""
+    children = _indexes_children(weights, prefix)
+    return _split(weights, lambda key: _backbone_name(key, prefix, children), part_reason, fc_reason)
 
 
 def _module_reasons(reasons: Mapping[str, str]) -> Callable[[str], str | None]:
@@ -257,11 +263,8 @@ def _role_reason(key: str) -> str | None:
 
 def _holds_complete_resnet(weights: Mapping[str, object], prefix: str) -> bool:
     children = _indexes_children(weights, prefix)
-    view = {}
-    for key, value in weights.items():
-        name = _backbone_name(key, prefix, children)
-        if name is not None:
-            view[name] = value
+    names = ((_backbone_name(key, prefix, children), value) for key, value in weights.items())
+    view = {name: value for name, value in names if name is not None}
     try:
         arch = infer_arch(view)
     except CheckpointError:
@@ -523,22 +526,6 @@ def read_vissl(obj: object) -> ReadResult | None:
     return ReadResult(state_dict, ignored, "vissl", info, unexplained)
 
 
-def _torchvision_name(detectron2_name: str) -> str | None:
-    """``from_detectron2_names`` for one name, None outside the ResNet.
-
-    BatchNorm counters, which Detectron2's .pkl files (and so the shared table) lack but its
-    trained .pth files have, follow their BatchNorm's running_mean.
-    """
-    if detectron2_name.endswith(".num_batches_tracked"):
-        running_mean = _torchvision_name(detectron2_name.removesuffix("num_batches_tracked") + "running_mean")
-        return None if running_mean is None else running_mean.removesuffix("running_mean") + "num_batches_tracked"
-    try:
-        (name,) = from_detectron2_names({detectron2_name: None})
-    except CheckpointError:
-        return None
-    return name
-
-
 # Where a Detectron2 model keeps its ResNet: plain (the .pkl it loads), FPN bottom-up, C4 trunk and res5 head.
 _DETECTRON2_BACKBONE_PREFIXES = ("backbone.bottom_up.", "backbone.", "roi_heads.", "")
 _DETECTOR_HEADS = (
@@ -552,10 +539,14 @@ _DETECTRON2_PARTS = (
 )
 
 
+def _detectron2_part_reason(key: str) -> str | None:
+    return next((reason for prefix, reason in _DETECTRON2_PARTS if key.startswith(prefix)), None)
+
+
 def _detectron2_backbone_name(key: str) -> str | None:
     for prefix in _DETECTRON2_BACKBONE_PREFIXES:
         if key.startswith(prefix):
-            name = _torchvision_name(key[len(prefix):])
+            name = from_detectron2_name(key[len(prefix):])
             if name is not None:
                 return name
     return None
@@ -582,16 +573,7 @@ def read_detectron2(obj: object) -> ReadResult | None:
     stem_found = any(f"{prefix}stem.conv1.weight" in weights for prefix in _DETECTRON2_BACKBONE_PREFIXES)
     if not (stem_found or (weights_key is not None and "__author__" in obj)):
         return None
-    state_dict: dict[str, object] = {}
-    ignored: dict[str, str] = {}
-    sources: dict[str, str] = {}
-    for key, value in weights.items():
-        name = _detectron2_backbone_name(key)
-        reason = None if name is not None else next((r for p, r in _DETECTRON2_PARTS if key.startswith(p)), None)
-        if reason is not None:
-            ignored[key] = reason
-        else:
-            _keep(state_dict, sources, key if name is None else name, key, value)
+    state_dict, ignored = _split(weights, _detectron2_backbone_name, _detectron2_part_reason)
     around, info, unexplained = _entries_around(obj, weights_key)
     info["note"] = "read with the stride in the 3x3 conv (RESNETS.STRIDE_IN_1X1 False); the weights do not record it"
     return ReadResult(state_dict, {**ignored, **around}, "detectron2", info, unexplained)

@@ -24,8 +24,9 @@ from benchmarks.engine.distributed import all_reduce_mean, get_world_size, is_di
 from benchmarks.engine.logging import setup_logger
 from benchmarks.engine.sampler import InfiniteSampler, SeededSamples
 from benchmarks.engine.seed import get_rng_state, seed_everything, set_rng_state
+from benchmarks.engine.trainer import amp_dtype
 from converters import expected_backbone_keys, load_torch_file, save_canonical
-from converters.io import atomic_write_text
+from converters.io import atomic_link, atomic_write_text
 
 from .augmentations import IMAGENET_MEAN, IMAGENET_STD, TwoCrops, mocov1_augmentation, mocov2_augmentation
 from .data import ImageDirectory
@@ -176,9 +177,8 @@ def train(cfg: CfgNode, device: torch.device, resume: bool = False) -> Path:
     model = method.build_model(cfg).to(device)
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=scaled_lr(cfg),
                                 momentum=cfg.SOLVER.MOMENTUM, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
-    amp = cfg.SOLVER.AMP.ENABLED
-    amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    scaler = torch.amp.GradScaler("cuda", enabled=amp and device.type == "cuda")
+    dtype = amp_dtype(device, cfg.SOLVER.AMP.ENABLED)
+    scaler = torch.amp.GradScaler("cuda", enabled=dtype is torch.float16)
 
     start_iter = 0
     if resume and last_path.exists():
@@ -199,7 +199,7 @@ def train(cfg: CfgNode, device: torch.device, resume: bool = False) -> Path:
                 f"x {cfg.SOLVER.IMS_PER_BATCH // world_size} images = global batch {cfg.SOLVER.IMS_PER_BATCH}; "
                 f"lr {scaled_lr(cfg):.6g} = {cfg.SOLVER.BASE_LR} x {cfg.SOLVER.IMS_PER_BATCH} / "
                 f"{cfg.SOLVER.REFERENCE_BATCH}, {cfg.SOLVER.LR_SCHEDULE} schedule; {max_iter} iterations; "
-                f"AMP {amp_dtype if amp else 'off'}; device {device}")
+                f"AMP {dtype or 'off'}; device {device}")
 
     train_model.train()
     loss_sum = torch.zeros((), device=device)
@@ -214,7 +214,7 @@ def train(cfg: CfgNode, device: torch.device, resume: bool = False) -> Path:
             for group in optimizer.param_groups:
                 group["lr"] = lr
             im_q, im_k = (images.to(device, non_blocking=True) for images in next(batches))
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
                 loss, logits = train_model(im_q, im_k)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
@@ -240,10 +240,10 @@ def train(cfg: CfgNode, device: torch.device, resume: bool = False) -> Path:
                 accuracy_sum.zero_()
                 window_start, window_iters = time.perf_counter(), 0
             periodic = done % cfg.SOLVER.CHECKPOINT_PERIOD == 0
-            if is_main_process() and periodic:
-                save_checkpoint(output_dir / f"model_{done:07d}.pth", model, optimizer, scaler, done, cfg, data_dir)
             if is_main_process() and (periodic or done == max_iter):
                 save_checkpoint(last_path, model, optimizer, scaler, done, cfg, data_dir)
+                if periodic:  # the same bytes under a second name: no second serialization of both encoders
+                    atomic_link(last_path, output_dir / f"model_{done:07d}.pth")
     synchronize()
     logger.info(f"pretraining done: {last_path}")
     return last_path

@@ -31,12 +31,10 @@ from converters import (
 )
 from converters.canonical import CANONICAL_META_KEYS
 from converters.detectron2 import from_detectron2_names
-from converters.io import atomic_write, load_pickle_file
+from converters.io import atomic_link, atomic_write, load_pickle_file
 
 # ---------------------------------------------------------------------------------------------
 # helpers
-
-
 
 
 def backbone_of(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -396,6 +394,20 @@ def test_atomic_save_leaves_only_the_target(tmp_path):
     atomic_torch_save({"w": torch.arange(3)}, tmp_path / "ckpt.pth")
     assert os.listdir(tmp_path) == ["ckpt.pth"]
     assert torch.equal(load_torch_file(tmp_path / "ckpt.pth")["w"], torch.arange(3))
+
+
+@pytest.mark.parametrize("hard_links", [True, False])
+def test_atomic_link_is_a_second_name_that_later_writes_leave_alone(tmp_path, monkeypatch, hard_links):
+    if not hard_links:  # a filesystem without hard links: the fallback copies
+        def no_link(*args):
+            raise OSError("hard links not supported")
+        monkeypatch.setattr(os, "link", no_link)
+    atomic_write(tmp_path / "last.pth", lambda file: file.write(b"iteration 2"))
+    atomic_link(tmp_path / "last.pth", tmp_path / "model_2.pth")
+    atomic_write(tmp_path / "last.pth", lambda file: file.write(b"iteration 4"))
+    assert (tmp_path / "model_2.pth").read_bytes() == b"iteration 2"
+    assert (tmp_path / "last.pth").read_bytes() == b"iteration 4"
+    assert sorted(os.listdir(tmp_path)) == ["last.pth", "model_2.pth"]
 
 
 def test_failed_save_keeps_the_previous_file_and_no_temp(tmp_path):

@@ -35,8 +35,6 @@ META = {"method": "mocov2", "pretrain_data": "imagenet", "pixel_mean": [123.675,
         "pixel_std": [58.395, 57.12, 57.375], "config": "METHOD: mocov2\n", "step": 5000}
 
 
-
-
 @pytest.fixture(scope="module")
 def canonical18(resnet18, tmp_path_factory) -> Path:
     """One canonical input for the whole module: conversions only read it."""

@@ -16,10 +16,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.detection.speed import measure_speed  # noqa: E402
-from benchmarks.engine.config import load_config  # noqa: E402
 from benchmarks.engine.distributed import init_distributed, is_main_process  # noqa: E402
 from benchmarks.engine.logging import setup_logger  # noqa: E402
-from benchmarks.tasks import TASKS, choose_config, get_task  # noqa: E402
+from benchmarks.tasks import TASKS, get_task, load_task_config  # noqa: E402
 
 
 def main(argv=None):
@@ -36,12 +35,8 @@ def main(argv=None):
     init_distributed()
     logger = setup_logger()
     task = get_task(args.task)
-    config_file, reason = choose_config(task, args.config, args.data_root)
-    cfg = load_config(task.defaults(), config_file, args.opts)
-    if args.data_root:
-        cfg.defrost()
-        cfg.DATASETS.ROOT = args.data_root
-        cfg.freeze()
+    cfg, config_file, reason = load_task_config(task, args.config, args.data_root, args.opts)
+    cfg.freeze()
     logger.info("Task %s: config %s (%s)", args.task, config_file, reason)
     results = measure_speed(cfg, args.iters, args.images, args.warmup)
     if is_main_process():

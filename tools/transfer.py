@@ -15,11 +15,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.engine.config import load_config  # noqa: E402
 from benchmarks.engine.distributed import init_distributed, is_main_process  # noqa: E402
 from benchmarks.engine.launch import launch  # noqa: E402
 from benchmarks.engine.logging import setup_logger  # noqa: E402
-from benchmarks.tasks import TASKS, choose_config, get_task  # noqa: E402
+from benchmarks.tasks import TASKS, get_task, load_task_config  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -52,18 +51,11 @@ def main(args):
     init_distributed()
     task = get_task(args.task)
     output = Path(args.output) if args.output else default_output(args.task, args.weights)
-    saved_config = output / "config.yaml"
-    if (args.resume or args.eval_only) and args.config is None and saved_config.is_file():
-        config_file, reason = saved_config, "the resolved config of the run in --output"
-    else:
-        config_file, reason = choose_config(task, args.config, args.data_root)
-    cfg = load_config(task.defaults(), config_file, args.opts)
-    cfg.defrost()
+    cfg, config_file, reason = load_task_config(task, args.config, args.data_root, args.opts,
+                                                run_dir=output if args.resume or args.eval_only else None)
     cfg.TASK = args.task
     if args.weights:
         cfg.MODEL.WEIGHTS = args.weights
-    if args.data_root:
-        cfg.DATASETS.ROOT = str(args.data_root)
     if args.seed is not None:
         cfg.SEED = args.seed
     cfg.OUTPUT_DIR = str(output)

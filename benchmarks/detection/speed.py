@@ -5,7 +5,7 @@ import time
 
 import torch
 
-from ..engine.distributed import get_world_size
+from ..engine.distributed import current_device, get_world_size
 from ..engine.seed import seed_everything
 from ..engine.solver import build_sgd
 from ..engine.trainer import amp_dtype
@@ -24,7 +24,7 @@ def _median(values):
 
 def measure_speed(cfg, train_iters: int = 10, inference_images: int = 20, warmup: int = 3) -> dict:
     """Median seconds per training iteration (forward, backward, SGD step) and per test image, after warm-up."""
-    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    device = current_device()
     train_set, test_set = load_datasets(cfg)
     seed_everything(cfg.SEED)
     model = build_rcnn_c4(cfg, resolve_norm(cfg.MODEL.RESNETS.NORM, device)).to(device)

@@ -13,7 +13,7 @@ from ..data.builtin import builtin_data_root
 from ..data.coco import COCODetection, resolve_dataset
 from ..diagnosis.report import diagnose
 from ..engine.checkpoint import Checkpointer
-from ..engine.distributed import get_rank, get_world_size, is_main_process
+from ..engine.distributed import current_device, get_rank, get_world_size, is_main_process
 from ..engine.precise_bn import update_bn_stats
 from ..engine.seed import seed_everything
 from ..engine.solver import build_lr_scheduler, build_sgd
@@ -127,7 +127,7 @@ def run(cfg, resume: bool = False, eval_only: bool = False) -> dict:
     cfg = scale_to_world_size(cfg)
     output_dir = Path(cfg.OUTPUT_DIR)
     output_dir.mkdir(parents=True, exist_ok=True)
-    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+    device = current_device()
 
     train_set, test_set = load_datasets(cfg)
 
@@ -142,9 +142,10 @@ def run(cfg, resume: bool = False, eval_only: bool = False) -> dict:
     scaler = torch.amp.GradScaler("cuda") if cfg.SOLVER.AMP.ENABLED and device.type == "cuda" else None
     checkpointer = Checkpointer(output_dir, model, optimizer, scheduler, scaler)
 
-    if eval_only and checkpointer.last_checkpoint() is None:
+    has_checkpoint = checkpointer.last_checkpoint() is not None
+    if eval_only and not has_checkpoint:
         raise FileNotFoundError(f"--eval-only: no checkpoint in {output_dir} to evaluate")
-    if (resume or eval_only) and checkpointer.last_checkpoint() is not None:
+    if (resume or eval_only) and has_checkpoint:
         start_iter = checkpointer.resume()
     else:
         if not resume:

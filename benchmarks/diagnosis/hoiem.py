@@ -25,7 +25,7 @@ import numpy as np
 import pycocotools.mask as mask_util
 import yaml
 
-from .inputs import load_detections, load_ground_truth
+from .inputs import check_mode, load_detections, load_ground_truth
 
 FP_TYPES = ("Loc", "Sim", "Oth", "BG")
 FP_POINTS = (25, 50, 100, 200, 400)  # "total false positives" on the x axis of the paper's Fig. 1
@@ -196,10 +196,17 @@ def analyze_false_positives(gt, dets, mode: str = "bbox", similar=None, max_dets
     positives for K in ``fp_points`` (Fig. 1; ``n_fp`` < K when it has fewer). A group or ``overall`` sums
     ``top_n`` over its categories and ranks its categories' false positives together by score for ``curve``.
     """
+    coco = load_ground_truth(gt, mode)
+    return analyze_false_positives_loaded(coco, load_detections(dets, coco, mode), mode, similar, max_dets, fp_points)
+
+
+def analyze_false_positives_loaded(coco, dets: list, mode: str = "bbox", similar=None, max_dets: int = 100,
+                                   fp_points=FP_POINTS) -> dict:
+    """:func:`analyze_false_positives` on a COCO index and records that ``inputs.load_detections`` already
+    checked for ``mode``: what a diagnosis of several modes and models runs, reading every file once."""
+    check_mode(mode)
     if max_dets < 1:
         raise ValueError(f"max_dets must be at least 1, got {max_dets}")
-    coco = load_ground_truth(gt, mode)
-    dets = load_detections(dets, coco, mode)
     categories = [coco.cats[category_id] for category_id in sorted(coco.cats)]
     names = [category["name"] for category in categories]
     if len(set(names)) != len(names):

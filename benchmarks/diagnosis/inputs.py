@@ -24,13 +24,22 @@ def check_mode(mode: str) -> None:
         raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
 
 
-def load_ground_truth(gt, mode: str = "bbox") -> COCO:
-    """A COCO index over ``gt`` (an annotation file, a COCO dict, or a COCO object), validated for ``mode``."""
-    check_mode(mode)
+def _modes(modes) -> tuple:
+    """One mode or several, checked."""
+    modes = (modes,) if isinstance(modes, str) else tuple(modes)
+    for mode in modes:
+        check_mode(mode)
+    return modes
+
+
+def load_ground_truth(gt, modes="bbox") -> COCO:
+    """A COCO index over ``gt`` (an annotation file, a COCO dict, or a COCO object), validated for ``modes`` (one
+    mode or several)."""
+    modes = _modes(modes)
     if isinstance(gt, COCO):
         return gt
     # the dataset reader's validation names the file and the annotation; segm also checks the masks
-    dataset = load_coco_annotations(gt, with_masks=mode == "segm")
+    dataset = load_coco_annotations(gt, with_masks="segm" in modes)
     with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
         coco = COCO()
         coco.dataset = dataset
@@ -38,14 +47,15 @@ def load_ground_truth(gt, mode: str = "bbox") -> COCO:
     return coco
 
 
-def _plainly_valid(dets: list, coco: COCO, mode: str) -> bool:
+def _plainly_valid(dets: list, coco: COCO, modes: tuple) -> bool:
     """True if every record passes ``load_detections``' checks, tested a column at a time: a result file has up to
     millions of records. False means: find the bad record one by one (or accept a dict subclass there)."""
     try:
         if {type(record) for record in dets} - {dict}:
             return False
-        image_ids, category_ids, scores, geometry = ([record[key] for record in dets] for key in (
-            "image_id", "category_id", "score", "bbox" if mode == "bbox" else "segmentation"))
+        image_ids, category_ids, scores = ([record[key] for record in dets]
+                                           for key in ("image_id", "category_id", "score"))
+        geometry = {mode: [record["bbox" if mode == "bbox" else "segmentation"] for record in dets] for mode in modes}
         if not (coco.imgs.keys() >= set(image_ids) and coco.cats.keys() >= set(category_ids)):
             return False
     except (KeyError, TypeError):  # a missing key, an unhashable id
@@ -53,16 +63,19 @@ def _plainly_valid(dets: list, coco: COCO, mode: str) -> bool:
     # a sum of numbers is finite only if each is (or, rarely, it overflows: then the slow path decides)
     if {type(score) for score in scores} - {int, float} or not math.isfinite(sum(scores)):
         return False
-    if mode != "bbox":
-        return {type(s) for s in geometry} <= {dict} and all("counts" in s and "size" in s for s in geometry)
-    return ({type(bbox) for bbox in geometry} <= {list} and {len(bbox) for bbox in geometry} <= {4}
-            and not {type(v) for bbox in geometry for v in bbox} - {int, float}
-            and math.isfinite(sum(itertools.chain.from_iterable(geometry))))
+    if "segm" in geometry and not ({type(s) for s in geometry["segm"]} <= {dict}
+                                   and all("counts" in s and "size" in s for s in geometry["segm"])):
+        return False
+    boxes = geometry.get("bbox", [])
+    return ({type(bbox) for bbox in boxes} <= {list} and {len(bbox) for bbox in boxes} <= {4}
+            and not {type(v) for bbox in boxes for v in bbox} - {int, float}
+            and math.isfinite(sum(itertools.chain.from_iterable(boxes))))
 
 
-def load_detections(dets, coco: COCO, mode: str = "bbox") -> list:
-    """COCO result records from a results file or a list, checked against the ground truth's images and classes."""
-    check_mode(mode)
+def load_detections(dets, coco: COCO, modes="bbox") -> list:
+    """COCO result records from a results file or a list, checked against the ground truth's images and classes
+    and for the geometry of each of ``modes`` (one mode or several: a file is then read once for all)."""
+    modes = _modes(modes)
     source = "detections"
     if isinstance(dets, (str, os.PathLike)):
         source = os.fspath(dets)
@@ -76,7 +89,7 @@ def load_detections(dets, coco: COCO, mode: str = "bbox") -> list:
     if not isinstance(dets, list):
         raise ValueError(f"{source}: expected a list of COCO result records "
                          f"({{image_id, category_id, bbox, score}}), found a {type(dets).__name__}")
-    if _plainly_valid(dets, coco, mode):
+    if _plainly_valid(dets, coco, modes):
         return dets
     for position, record in enumerate(dets):
         where = f"{source}: detection #{position}"
@@ -90,11 +103,11 @@ def load_detections(dets, coco: COCO, mode: str = "bbox") -> list:
                              "which is not in the ground truth")
         if not is_finite_number(record.get("score")):
             raise ValueError(f"{where} has no numeric score")
-        if mode == "bbox":
+        if "bbox" in modes:
             bbox = record.get("bbox")
             if not (isinstance(bbox, list) and len(bbox) == 4 and all(is_finite_number(v) for v in bbox)):
                 raise ValueError(f"{where} has a missing or malformed bbox {bbox!r}; expected [x, y, width, height]")
-        else:
+        if "segm" in modes:
             segmentation = record.get("segmentation")
             if not (isinstance(segmentation, dict) and "counts" in segmentation and "size" in segmentation):
                 raise ValueError(f"{where} has no RLE segmentation (needed for mode 'segm')")

@@ -9,10 +9,9 @@ from pathlib import Path
 
 from converters.io import atomic_write_text
 
-from .charts import plot_hoiem_pies, plot_hoiem_trend, plot_tide
-from .hoiem import FP_TYPES, analyze_false_positives
+from .hoiem import FP_TYPES, analyze_false_positives_loaded
 from .inputs import load_detections, load_ground_truth
-from .tide import MAIN_ERRORS, SPECIAL_ERRORS, evaluate_tide
+from .tide import MAIN_ERRORS, SPECIAL_ERRORS, evaluate_tide_loaded
 
 
 def diagnose(gt, detections: dict, out_dir, modes=("bbox",), similar=None, max_dets: int = 100) -> str:
@@ -21,15 +20,19 @@ def diagnose(gt, detections: dict, out_dir, modes=("bbox",), similar=None, max_d
     ``gt``: COCO annotation file, dict or COCO object; ``detections``: ``{model name: results file or list}``.
     Both JSON files are ``{model: {mode: result}}``. Returns the summary tables (markdown).
     """
+    # matplotlib only when charts are drawn: the detection benchmark imports this module in every run
+    from .charts import plot_hoiem_pies, plot_hoiem_trend, plot_tide
+
+    # every file is read and checked once, for all modes, before any work
+    coco = load_ground_truth(gt, modes)
+    records = {name: load_detections(dets, coco, modes) for name, dets in detections.items()}
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     tide, hoiem = {name: {} for name in detections}, {name: {} for name in detections}
     for mode in modes:
-        coco = load_ground_truth(gt, mode)
-        for name, dets in detections.items():
-            records = load_detections(dets, coco, mode)
-            tide[name][mode] = evaluate_tide(coco, records, mode=mode, max_dets=max_dets)
-            hoiem[name][mode] = analyze_false_positives(coco, records, mode, similar, max_dets)
+        for name in detections:
+            tide[name][mode] = evaluate_tide_loaded(coco, records[name], mode, max_dets=max_dets)
+            hoiem[name][mode] = analyze_false_positives_loaded(coco, records[name], mode, similar, max_dets)
         plot_tide({name: tide[name][mode] for name in detections}, out_dir / f"tide_{mode}")
         plot_hoiem_trend({name: hoiem[name][mode] for name in detections}, out_dir / f"hoiem_trend_{mode}")
         plot_hoiem_pies({name: hoiem[name][mode] for name in detections}, out_dir / f"hoiem_pies_{mode}")

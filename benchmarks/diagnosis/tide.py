@@ -383,13 +383,19 @@ def evaluate_tide(gt, dets, mode: str = "bbox", pos_thresh: float = 0.5, bg_thre
     class, a Miss for the object's. See the module docstring for which AP each number is.
     """
     mode = "segm" if mode == "mask" else mode
+    coco = load_ground_truth(gt, mode)
+    return evaluate_tide_loaded(coco, load_detections(dets, coco, mode), mode, pos_thresh, bg_thresh, max_dets)
+
+
+def evaluate_tide_loaded(coco, records: list, mode: str = "bbox", pos_thresh: float = 0.5, bg_thresh: float = 0.1,
+                         max_dets: int = 100) -> dict:
+    """:func:`evaluate_tide` on a COCO index and records that ``inputs.load_detections`` already checked for
+    ``mode`` (``bbox`` or ``segm``): what a diagnosis of several modes and models runs, reading every file once."""
     check_mode(mode)
     if not (0 <= bg_thresh <= pos_thresh <= 1 and pos_thresh > 0):
         raise ValueError(f"need 0 <= bg_thresh <= pos_thresh <= 1 and pos_thresh > 0, got {bg_thresh}, {pos_thresh}")
     if max_dets < 1:
         raise ValueError(f"max_dets must be at least 1, got {max_dets}")
-    coco = load_ground_truth(gt, mode)
-    records = load_detections(dets, coco, mode)
     category_ids = np.array(sorted(coco.cats), dtype=np.int64)
     names = [str(coco.cats[i]["name"]) for i in category_ids]
     if len(set(names)) != len(names):

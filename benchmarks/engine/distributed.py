@@ -22,6 +22,11 @@ def init_distributed() -> torch.device:
     return torch.device("cpu")
 
 
+def current_device() -> torch.device:
+    """This process's device: the GPU ``init_distributed`` selected, else the CPU."""
+    return torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
+
+
 def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
@@ -101,6 +106,6 @@ def reduce_scalars(values: dict) -> dict:
     if not is_distributed() or not values:
         return values
     keys = sorted(values)
-    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+    device = current_device() if dist.get_backend() == "nccl" else torch.device("cpu")
     tensor = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=device)
     return dict(zip(keys, all_reduce_mean(tensor).cpu().tolist()))
