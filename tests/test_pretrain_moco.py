@@ -240,3 +240,8 @@ def test_cli_help_runs():
     result = subprocess.run([sys.executable, str(REPO / "tools" / "pretrain.py"), "--help"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "--resume" in result.stdout and "KEY VALUE" in result.stdout
+
+
+def test_planned_methods_say_they_are_not_implemented():
+    with pytest.raises(NotImplementedError, match="'exemplar'.*not implemented yet.*mocov2"):
+        check_config(tiny_config(METHOD="exemplar"), world_size=1)

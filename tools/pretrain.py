@@ -59,6 +59,9 @@ def main(argv=None) -> int:
     device = init_distributed()
     try:
         train(cfg, device, resume=args.resume)
+    except (ConfigError, NotImplementedError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
