@@ -31,6 +31,7 @@ __all__ = [
     "atomic_write",
     "atomic_write_text",
     "atomic_torch_save",
+    "remove_stale_temporaries",
     "refuse_to_overwrite",
     "TORCH_SUFFIXES",
     "require_suffix",
@@ -73,11 +74,18 @@ def atomic_link(source: str | os.PathLike, path: str | os.PathLike) -> None:
                 os.fsync(copy.fileno())
 
 
+# ``.<final name>.<uuid4 hex>.tmp``: what a write killed before its rename leaves behind.
+_TEMPORARY_NAME = re.compile(r"\..+\.[0-9a-f]{32}\.tmp")
+
+
 @contextlib.contextmanager
 def _renamed_into_place(path: str | os.PathLike):
     """Yield a fresh hidden name next to ``path``; rename what was made there to ``path`` durably, or remove it."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):  # else the error would name the hidden temporary file
+        problem = "is not a directory" if os.path.exists(directory) else "does not exist"
+        raise FileNotFoundError(f"cannot write {path}: its directory {directory} {problem}")
     tmp_path = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
     try:
         yield tmp_path
@@ -92,6 +100,21 @@ def _renamed_into_place(path: str | os.PathLike):
             os.fsync(directory_fd)
         finally:
             os.close(directory_fd)
+
+
+def remove_stale_temporaries(directory: str | os.PathLike) -> dict[str, int]:
+    """Delete the temporary files of writes into ``directory`` that were killed midway; returns path -> bytes.
+
+    Safe only while no other process writes there (a run holding the directory's lock): a live write's
+    temporary looks the same.
+    """
+    removed = {}
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if _TEMPORARY_NAME.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+                removed[entry.path] = entry.stat(follow_symlinks=False).st_size
+                os.unlink(entry.path)
+    return removed
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

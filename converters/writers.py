@@ -88,13 +88,16 @@ def convert(
     from_: str | None = None,
     arch: str | None = None,
     allow_partial: bool = False,
+    force: bool = False,
 ) -> CoverageReport:
     """Read ``in_path`` (any layout ``load_backbone`` reads, or the one ``from_`` names) and write it as ``to``.
 
     Returns the coverage report. Nothing is written unless every tensor is accounted for and no
     output file (the checkpoint or the config next to it) is the input file. ``allow_partial``
     converts a checkpoint that lacks backbone tensors or holds tensors no rule explains;
-    ``load_backbone`` then warns (PartialBackboneWarning) and the report names each one.
+    ``load_backbone`` then warns (PartialBackboneWarning) and the report names each one. An existing
+    config next to the output (Detectron2's ``.yaml``, mmseg/mmdet's ``.py``) is replaced only with
+    ``force``: people edit those files, while the checkpoint itself is rewritten like any output.
     """
     if to not in WRITERS:
         raise CheckpointError(f"unknown output format {to!r}; output formats: {', '.join(WRITERS)}")
@@ -110,6 +113,10 @@ def convert(
     )
     for file in output.files:
         refuse_to_overwrite(file.path, in_path)
+    for file in output.files[1:]:  # the checkpoint comes first, then the configs written next to it
+        if os.path.exists(file.path) and not force:
+            raise FileExistsError(f"{file.path} exists ({file.description}, possibly edited since it was written); "
+                                  "pass --force (force=True) to replace it")
     for file in output.files:
         atomic_write(file.path, file.write)
     return report

@@ -1,9 +1,14 @@
 """Pretraining defaults: the MoCo v2 recipe (Chen et al. 2020), in Detectron2-style upper-case keys.
 
 A config file overrides these (with ``_BASE_`` inheritance) and ``KEY VALUE`` pairs override the file;
-``benchmarks.engine.config.load_config`` rejects keys that are not defined here.
+``benchmarks.engine.config.load_config`` rejects keys that are not defined here, and ``PRETRAIN_RULES``
+(checked by ``pretrain.train.check_config``) the values a run cannot honour.
 """
+import operator
+
 from fvcore.common.config import CfgNode as CN
+
+from benchmarks.engine.validation import BOOLEAN, STRING, Rule, choice, integer, number, sequence
 
 _C = CN()
 
@@ -58,7 +63,8 @@ _C.SOLVER.MAX_ITER = 0
 # "step" (MoCo v1): lr * 0.1 at each fraction of training in STEPS (0.6, 0.8 = epochs 120 and 160 of 200).
 _C.SOLVER.LR_SCHEDULE = "cosine"
 _C.SOLVER.STEPS = (0.6, 0.8)
-# Write model_{iter:07d}.pth and last.pth every this many iterations (and last.pth at the end).
+# Write last.pth and model_{iter:07d}.pth every this many iterations (and last.pth at the end); iter is the
+# zero-based index of the last finished iteration, as Detectron2 names checkpoints (model_0004999.pth after 5000).
 _C.SOLVER.CHECKPOINT_PERIOD = 5000
 
 _C.SOLVER.AMP = CN()
@@ -69,3 +75,32 @@ _C.SOLVER.AMP.ENABLED = False
 def get_defaults() -> CN:
     """A fresh copy of the defaults, safe to modify."""
     return _C.clone()
+
+
+# Every key but METHOD and MODEL.ARCH, which check_config checks against what is implemented.
+PRETRAIN_RULES = {
+    "SEED": integer(0),
+    "OUTPUT_DIR": Rule("a directory path", lambda value: isinstance(value, str) and bool(value)),
+    "LOG_PERIOD": integer(1),
+    "MODEL.MOCO.DIM": integer(1),
+    "MODEL.MOCO.MLP_DIM": integer(1),
+    "MODEL.MOCO.QUEUE_SIZE": integer(1),
+    "MODEL.MOCO.MOMENTUM": number(0, 1),
+    "MODEL.MOCO.TEMPERATURE": number(0, low_open=True),
+    "INPUT.CROP_SIZE": integer(1),
+    "INPUT.MIN_SCALE": number(0, 1, low_open=True),
+    "DATA.ROOT": STRING,  # read (and so checked) when the images are listed
+    "DATALOADER.NUM_WORKERS": integer(0),
+    "SOLVER.IMS_PER_BATCH": integer(1),
+    "SOLVER.BASE_LR": number(0, low_open=True),
+    "SOLVER.REFERENCE_BATCH": integer(1),
+    "SOLVER.MOMENTUM": number(0, 1, high_open=True),
+    "SOLVER.WEIGHT_DECAY": number(0),
+    "SOLVER.EPOCHS": integer(0),
+    "SOLVER.MAX_ITER": integer(0),  # 0: SOLVER.EPOCHS decides
+    "SOLVER.LR_SCHEDULE": choice("cosine", "step"),
+    "SOLVER.STEPS": sequence("strictly increasing fractions of training in (0, 1)",
+                             number(0, 1, low_open=True, high_open=True), order=operator.lt),
+    "SOLVER.CHECKPOINT_PERIOD": integer(1),
+    "SOLVER.AMP.ENABLED": BOOLEAN,
+}

@@ -1,10 +1,15 @@
 """Unlabelled images from a directory tree: a flat folder or ImageNet-style class subfolders."""
+import re
+from collections import Counter
 from pathlib import Path
 
 from PIL import Image
 from torch.utils.data import Dataset
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
+# Directory names of evaluation splits (ImageNet's val/, COCO's val2017/, the built-in set's val/): images under
+# them were meant for measuring, not for pretraining.
+HELD_OUT_SPLIT = re.compile(r"(val|valid|validation|test)\d*", re.IGNORECASE)
 
 
 def find_images(root) -> list:
@@ -12,10 +17,26 @@ def find_images(root) -> list:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"image directory not found: {root}")
-    files = sorted(path for path in root.rglob("*") if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file())
+    paths = [path for path in root.rglob("*") if path.is_file()]
+    files = sorted(path for path in paths if path.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise FileNotFoundError(f"no images (*.jpg, *.jpeg, *.png) found under {root}")
+        suffixes = sorted({path.suffix.lower() or "no suffix" for path in paths})
+        found = f"it holds {len(paths)} other files ({', '.join(suffixes)})" if paths else "it is empty"
+        raise FileNotFoundError(f"no images (*.jpg, *.jpeg, *.png) found under {root}: {found}")
     return files
+
+
+def held_out_images(root, files) -> dict:
+    """How many of ``files`` lie under each subdirectory of ``root`` named like an evaluation split (val, valid,
+    validation, test, optionally with digits: val2017): {that subdirectory: count}."""
+    root = Path(root)
+    counts = Counter()
+    for path in files:
+        parts = Path(path).relative_to(root).parts[:-1]
+        split = next((i for i, part in enumerate(parts) if HELD_OUT_SPLIT.fullmatch(part)), None)
+        if split is not None:
+            counts[root.joinpath(*parts[: split + 1])] += 1
+    return dict(sorted(counts.items()))
 
 
 class ImageDirectory(Dataset):

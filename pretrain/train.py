@@ -7,7 +7,7 @@ iteration, with the model, queue, optimizer, RNG and grad-scaler state of the ch
 import datetime
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import NamedTuple
 
@@ -19,17 +19,21 @@ from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
 from benchmarks.data.builtin import builtin_data_root
+from benchmarks.engine.checkpoint import clean_stale_temporaries
 from benchmarks.engine.config import ConfigError
 from benchmarks.engine.distributed import all_reduce_mean, get_world_size, is_distributed, is_main_process, synchronize
+from benchmarks.engine.lock import lock_output_dir
 from benchmarks.engine.logging import setup_logger
 from benchmarks.engine.sampler import InfiniteSampler, SeededSamples
 from benchmarks.engine.seed import get_rng_state, seed_everything, set_rng_state
 from benchmarks.engine.trainer import amp_dtype
-from converters import expected_backbone_keys, load_torch_file, save_canonical
+from benchmarks.engine.validation import check_rules, fail
+from converters import CheckpointError, expected_backbone_keys, load_torch_file, save_canonical
 from converters.io import atomic_link, atomic_write_text
 
 from .augmentations import IMAGENET_MEAN, IMAGENET_STD, TwoCrops, mocov1_augmentation, mocov2_augmentation
-from .data import ImageDirectory
+from .config import PRETRAIN_RULES
+from .data import ImageDirectory, held_out_images
 from .moco import build_mocov1, build_mocov2
 
 
@@ -66,6 +70,7 @@ def check_config(cfg: CfgNode, world_size: int) -> None:
         expected_backbone_keys(cfg.MODEL.ARCH)  # the archs a canonical checkpoint can hold
     except ValueError as err:
         raise ConfigError(f"MODEL.ARCH: {err}") from None
+    check_rules(cfg, PRETRAIN_RULES)
     batch = cfg.SOLVER.IMS_PER_BATCH
     if batch % world_size:
         raise ConfigError(f"SOLVER.IMS_PER_BATCH {batch} is the global batch and must divide evenly over "
@@ -73,10 +78,8 @@ def check_config(cfg: CfgNode, world_size: int) -> None:
     if cfg.MODEL.MOCO.QUEUE_SIZE % batch:
         raise ConfigError(f"MODEL.MOCO.QUEUE_SIZE {cfg.MODEL.MOCO.QUEUE_SIZE} must be a multiple of "
                           f"SOLVER.IMS_PER_BATCH {batch}")
-    if cfg.SOLVER.LR_SCHEDULE not in ("cosine", "step"):
-        raise ConfigError(f"SOLVER.LR_SCHEDULE must be 'cosine' or 'step', got {cfg.SOLVER.LR_SCHEDULE!r}")
-    if not cfg.OUTPUT_DIR:
-        raise ConfigError("OUTPUT_DIR is empty")
+    if cfg.SOLVER.MAX_ITER == 0 and cfg.SOLVER.EPOCHS == 0:
+        fail("SOLVER.EPOCHS", 0, "must be >= 1 when SOLVER.MAX_ITER is 0 (else nothing would be trained)")
 
 
 def data_directory(cfg: CfgNode) -> Path:
@@ -139,9 +142,10 @@ def save_checkpoint(path: Path, model, optimizer, scaler, iteration: int, cfg: C
 def restore_checkpoint(path: Path, model, optimizer, scaler, cfg: CfgNode, logger) -> int:
     """Load the training state written by ``save_checkpoint``; returns the iteration to continue from."""
     checkpoint = load_torch_file(path)
-    state = checkpoint.get("train_state")
+    state = checkpoint.get("train_state") if isinstance(checkpoint, Mapping) else None
     if not state:
-        raise ValueError(f"{path} holds no training state (a backbone-only checkpoint); cannot resume it")
+        raise CheckpointError(f"{path} holds no training state (a backbone-only checkpoint?): --resume continues "
+                              "only a checkpoint this pretraining wrote; move it away to start afresh")
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     if state["scaler"]:  # empty when written without CUDA AMP
@@ -167,23 +171,44 @@ def changed_keys(old_yaml: str, new_yaml: str) -> list:
     return sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
 
 
+def check_data(cfg: CfgNode, dataset: ImageDirectory, world_size: int, logger) -> None:
+    """An image directory that cannot fill a batch is an error; one holding held-out splits gets a warning."""
+    per_process = cfg.SOLVER.IMS_PER_BATCH // world_size
+    if len(dataset) < per_process:
+        raise ValueError(f"{dataset.root} holds {len(dataset)} images, fewer than one batch: SOLVER.IMS_PER_BATCH "
+                         f"{cfg.SOLVER.IMS_PER_BATCH} is {per_process} per process over {world_size} process(es); "
+                         "add images or lower SOLVER.IMS_PER_BATCH")
+    held_out = held_out_images(dataset.root, dataset.files)
+    if held_out:
+        logger.warning(f"{dataset.root} also holds images of held-out splits, which pretraining would learn from: "
+                       + ", ".join(f"{directory} ({count} images)" for directory, count in held_out.items())
+                       + "; point --data-root (DATA.ROOT) at the training images alone, e.g. the train/ directory")
+
+
 def train(cfg: CfgNode, device: torch.device, resume: bool = False) -> Path:
-    """Pretrain as ``cfg`` says and return the path of ``last.pth``."""
+    """Pretrain as ``cfg`` says and return the path of ``last.pth``, holding the output directory's lock throughout."""
+    check_config(cfg, get_world_size())
+    with lock_output_dir(cfg.OUTPUT_DIR):
+        return _train_locked(cfg, device, resume)
+
+
+def _train_locked(cfg: CfgNode, device: torch.device, resume: bool) -> Path:
     world_size = get_world_size()
-    check_config(cfg, world_size)
     output_dir = Path(cfg.OUTPUT_DIR)
     last_path = output_dir / "last.pth"
     if last_path.exists() and not resume:
         raise FileExistsError(f"{last_path} already exists: pass --resume to continue that run, or choose "
                               f"another --output; refusing to overwrite it")
     logger = setup_logger(output_dir)
-    if is_main_process():
-        atomic_write_text(output_dir / "config.yaml", cfg.dump())
+    clean_stale_temporaries(output_dir)
 
     method = METHODS[cfg.METHOD]
     data_dir = data_directory(cfg)
     dataset = ImageDirectory(data_dir, TwoCrops(method.augmentation(cfg.INPUT.CROP_SIZE, cfg.INPUT.MIN_SCALE)))
+    check_data(cfg, dataset, world_size, logger)
     max_iter = total_iterations(cfg, len(dataset))
+    if is_main_process():
+        atomic_write_text(output_dir / "config.yaml", cfg.dump())
 
     seed_everything(cfg.SEED)
     model = method.build_model(cfg).to(device)
@@ -255,7 +280,8 @@ def train(cfg: CfgNode, device: torch.device, resume: bool = False) -> Path:
             if is_main_process() and (periodic or done == max_iter):
                 save_checkpoint(last_path, model, optimizer, scaler, done, cfg, data_dir)
                 if periodic:  # the same bytes under a second name: no second serialization of both encoders
-                    atomic_link(last_path, output_dir / f"model_{done:07d}.pth")
+                    # Detectron2's name: the zero-based index of the last finished iteration, as in transfer runs
+                    atomic_link(last_path, output_dir / f"model_{done - 1:07d}.pth")
     synchronize()
     logger.info(f"pretraining done: {last_path}")
     return last_path

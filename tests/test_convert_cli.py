@@ -96,3 +96,17 @@ def test_unknown_format_and_unreadable_input_are_clear_errors(tmp_path):
     assert result.returncode == 2
     assert f"convert.py: error: {tmp_path / 'garbage.pth'}: cannot read checkpoint" in result.stderr
     assert sorted(path.name for path in tmp_path.iterdir()) == ["garbage.pth"]
+
+
+def test_output_in_a_missing_directory_and_an_existing_config_are_one_line_errors(moco_file, tmp_path):
+    result = run_convert(moco_file, tmp_path / "nowhere" / "moco.pkl", "--to", "detectron2")
+    assert result.returncode == 2 and result.stderr.splitlines() == [
+        f"convert.py: error: cannot write {tmp_path / 'nowhere' / 'moco.pkl'}: its directory {tmp_path / 'nowhere'} "
+        "does not exist"]
+    (tmp_path / "moco.py").write_text("# my edits")
+    result = run_convert(moco_file, tmp_path / "moco.pth", "--to", "mmseg")
+    assert result.returncode == 2 and len(result.stderr.splitlines()) == 1
+    assert result.stderr.startswith(f"convert.py: error: {tmp_path / 'moco.py'} exists") and "--force" in result.stderr
+    assert run_convert(moco_file, tmp_path / "moco.pth", "--to", "mmseg", "--force").returncode == 0
+    assert (tmp_path / "moco.py").read_text().startswith("# ")
+    assert "my edits" not in (tmp_path / "moco.py").read_text()

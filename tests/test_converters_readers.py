@@ -27,6 +27,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+from benchmarks.engine.seed import get_rng_state
 from converters import CheckpointError, expected_backbone_keys, load_backbone
 from converters.readers import PartialBackboneWarning
 from tests.test_converters_core import backbone_of, sgd_state, stage_outputs, write_layout
@@ -341,6 +342,26 @@ def detectron2_c4(model):
     return checkpoint, set(heads) | set(prefixed("roi_heads.", extra_norm)) | {"trainer"}
 
 
+def transferlab_detector(model, rpn: str = "proposal_generator."):
+    """transferlab's model_final.pth (benchmarks/engine/checkpoint.py): the trunk under backbone. with torchvision
+    names, layer4 as roi_heads.res5.0..N, the extra norm, heads, and the trainer's state with real RNG states."""
+    state = full_state(model)
+    extra_norm = {**head("roi_heads.res5.norm.weight", "roi_heads.res5.norm.bias", "roi_heads.res5.norm.running_mean",
+                         "roi_heads.res5.norm.running_var"), "roi_heads.res5.norm.num_batches_tracked": torch.tensor(7)}
+    heads = head(f"{rpn}rpn_head.conv.weight", f"{rpn}rpn_head.objectness_logits.weight",
+                 "roi_heads.box_predictor.cls_score.weight", "roi_heads.box_predictor.bbox_pred.weight",
+                 "roi_heads.mask_head.deconv.weight", "roi_heads.mask_head.predictor.weight")
+    trunk = {name: t for name, t in state.items() if not name.startswith(("layer4.", "fc."))}
+    res5 = {name.removeprefix("layer4."): t for name, t in state.items() if name.startswith("layer4.")}
+    weights = {**prefixed("backbone.", trunk), **prefixed("roi_heads.res5.", res5), **extra_norm, **heads}
+    optimizer = sgd_state([torch.randn(8, 4)])
+    parameter = torch.nn.Parameter(torch.zeros(1))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(torch.optim.SGD([parameter], lr=0.1), lambda it: 0.5 ** it)
+    checkpoint = {"model": weights, "iteration": 720, "rng_states": [get_rng_state(), get_rng_state()],
+                  "optimizer": optimizer, "scheduler": scheduler.state_dict()}
+    return checkpoint, set(heads) | set(extra_norm) | {"rng_states", "optimizer", "scheduler"}
+
+
 def detectron2_flat(model):
     """Detectron2's plain names (stem.conv1, res2.0.conv1.norm, shortcut.norm) with BN counters, as .safetensors."""
     return full_state(model), set()
@@ -381,6 +402,8 @@ LAYOUTS = [
     Layout("detectron2_fpn", detectron2_fpn, "detectron2", source="detectron2", meta={"iteration": 89999}),
     Layout("detectron2_c4", detectron2_c4, "detectron2", source="detectron2", meta={"iteration": 89999}),
     Layout("detectron2_flat", detectron2_flat, "detectron2", suffix=".safetensors", source="detectron2"),
+    Layout("transferlab_detector", transferlab_detector, "transferlab_detector", meta={"iteration": 720}),
+    Layout("transferlab_detector_rpn", functools.partial(transferlab_detector, rpn="rpn."), "transferlab_detector"),
 ]
 LAYOUT_BY_NAME = {layout.name: layout for layout in LAYOUTS}
 

@@ -169,6 +169,25 @@ def test_refuses_to_overwrite_the_input_by_path_link_or_companion(canonical18, t
     assert files_in(tmp_path) == {"r18.pth", "hardlink.pth", "symlink.pth", "sub", "weights.py"}
 
 
+@pytest.mark.parametrize(("to", "config"), [("detectron2", "r18.yaml"), ("mmseg", "r18.py"), ("mmdet", "r18.py")])
+def test_an_existing_config_next_to_the_output_is_replaced_only_with_force(to, config, canonical18, tmp_path):
+    out = tmp_path / ("r18.pkl" if to == "detectron2" else "r18.pth")
+    (tmp_path / config).write_text("# my edits")
+    out.write_bytes(b"an older conversion")  # the checkpoint itself is an output like any other
+    with pytest.raises(FileExistsError, match=rf"^{tmp_path / config} exists \(.*config.*, possibly edited .*--force"):
+        convert(canonical18, out, to)
+    assert (tmp_path / config).read_text() == "# my edits" and out.read_bytes() == b"an older conversion"
+    convert(canonical18, out, to, force=True)
+    assert (tmp_path / config).read_text() != "# my edits" and load_backbone(out)[1]["arch"] == "resnet18"
+
+
+def test_an_output_in_a_missing_directory_names_that_directory(canonical18, tmp_path):
+    with pytest.raises(FileNotFoundError, match=rf"^cannot write {tmp_path / 'nowhere' / 'r18.pkl'}: its directory "
+                                                rf"{tmp_path / 'nowhere'} does not exist$"):
+        convert(canonical18, tmp_path / "nowhere" / "r18.pkl", "detectron2")
+    assert files_in(tmp_path) == set()
+
+
 @pytest.mark.parametrize(("to", "name"), [("safetensors", "r18.pth"), ("detectron2", "r18.pth"),
                                           ("mmseg", "r18.py"), ("torchvision", "r18.pkl"), ("canonical", "r18")])
 def test_output_names_that_would_not_read_back_are_refused(to, name, canonical18, tmp_path):

@@ -12,6 +12,7 @@ from benchmarks.detection.config import get_detection_defaults
 from benchmarks.diagnosis.charts import plot_hoiem_pies, plot_hoiem_trend, plot_tide
 from benchmarks.diagnosis.hoiem import analyze_false_positives
 from benchmarks.diagnosis.inputs import load_ground_truth
+from benchmarks.engine import cli
 
 from .conftest import REPO
 from .test_diagnosis_hoiem import DETS, GT
@@ -96,6 +97,26 @@ def test_cli_end_to_end(two_models, tmp_path):
     assert "| sup | bbox | circle |" in (out / "diagnosis.md").read_text()
 
 
+def test_cli_warns_about_empty_detections_and_counts_objects_in_the_n_column(two_models, tmp_path):
+    """A model without detections still gets every output; the tables' N is the number of objects, not 0."""
+    gt_file, files, num_objects = two_models
+    empty = tmp_path / "empty.json"
+    empty.write_text("[]")
+    out = tmp_path / "diagnosis"
+    result = run_tool("--gt", gt_file, "--dets", empty, "--dets", files["moco"], "--out", out)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.splitlines() == [f"diagnose.py: warning: {empty}: no detections at all: every object "
+                                          "counts as missed (AP 0)"]
+    assert (out / "hoiem_pies_bbox.png").read_bytes().startswith(PNG_SIGNATURE)
+    assert json.loads((out / "tide.json").read_text())["empty"]["bbox"]["AP50"] == 0.0
+    summary = (out / "diagnosis.md").read_text()
+    assert f"| empty | bbox | all classes | {num_objects} | 0 |" in summary
+    assert f"| moco | bbox | all classes | {num_objects} | 0 |" in summary
+    per_class = json.loads((out / "hoiem.json").read_text())["empty"]["bbox"]["per_class"]
+    name, entry = next(iter(per_class.items()))
+    assert f"| empty | bbox | {name} | {entry['num_gt']} | 0 | 0 | 0 | 0 | 0 | – |" in summary
+
+
 def load_tool():
     spec = importlib.util.spec_from_file_location("diagnose_tool", REPO / "tools" / "diagnose.py")
     module = importlib.util.module_from_spec(spec)
@@ -109,7 +130,7 @@ def load_tool():
     ("missing gt", "COCO annotation file not found: {tmp}/nowhere.json"),
     ("names mismatch", "--names gives 2 names for 1 --dets files"),
 ])
-def test_cli_bad_inputs_name_the_file(two_models, tmp_path, case, message):
+def test_cli_bad_inputs_name_the_file(two_models, tmp_path, capsys, case, message):
     gt_file, files, _ = two_models
     (tmp_path / "dict.json").write_text('{"annotations": []}')
     args = {
@@ -118,9 +139,9 @@ def test_cli_bad_inputs_name_the_file(two_models, tmp_path, case, message):
         "missing gt": ["--gt", tmp_path / "nowhere.json", "--dets", files["sup"]],
         "names mismatch": ["--gt", gt_file, "--dets", files["sup"], "--names", "a,b"],
     }[case]
-    with pytest.raises(SystemExit) as exit_info:
-        load_tool().main([*map(str, args), "--out", str(tmp_path / "out")])
-    assert str(exit_info.value).startswith(f"diagnose.py: error: {message.format(tmp=tmp_path)}")
+    status = cli.run_tool("diagnose.py", load_tool().main, [*map(str, args), "--out", str(tmp_path / "out")])
+    assert status == 2
+    assert capsys.readouterr().err.startswith(f"diagnose.py: error: {message.format(tmp=tmp_path)}")
     assert not (tmp_path / "out" / "tide.json").exists()
 
 

@@ -1,4 +1,5 @@
 """MoCo pretraining: loss, queue, momentum encoder, heads, data, and short end-to-end runs (resnet18, tiny crops)."""
+import logging
 import math
 import os
 import shutil
@@ -13,13 +14,13 @@ import torch.nn as nn
 from PIL import Image
 
 from benchmarks.engine.config import ConfigError, load_config
-from converters import expected_backbone_keys, load_backbone, load_torch_file
+from converters import CheckpointError, expected_backbone_keys, load_backbone, load_torch_file
 from pretrain.augmentations import TwoCrops, mocov1_augmentation, mocov2_augmentation
 from pretrain.config import get_defaults
-from pretrain.data import ImageDirectory
+from pretrain.data import ImageDirectory, held_out_images
 from pretrain.losses import info_nce
 from pretrain.moco import MoCo, build_mocov1, build_mocov2
-from pretrain.train import check_config, learning_rate, train
+from pretrain.train import check_config, check_data, learning_rate, train
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO / "configs" / "pretrain" / "demo.yaml"
@@ -86,7 +87,7 @@ def test_queue_size_must_be_a_multiple_of_the_batch():
     with pytest.raises(AssertionError, match="multiple of the global batch"):
         linear_moco(queue_size=6).dequeue_and_enqueue(torch.zeros(4, 3))
     with pytest.raises(ConfigError, match="QUEUE_SIZE"):
-        check_config(tiny_config(MODEL__MOCO__QUEUE_SIZE=36), world_size=1)
+        check_config(tiny_config(MODEL__MOCO__QUEUE_SIZE=36, OUTPUT_DIR="work/x"), world_size=1)
 
 
 def test_momentum_update_is_exact():
@@ -145,13 +146,55 @@ def test_image_directory(image_dir, tmp_path):
     with pytest.raises(FileNotFoundError, match=str(tmp_path / "missing")):
         ImageDirectory(tmp_path / "missing")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FileNotFoundError, match="no images"):
+    with pytest.raises(FileNotFoundError, match=rf"no images \(\*.jpg, \*.jpeg, \*.png\) found under "
+                                                rf"{tmp_path / 'empty'}: it is empty"):
+        ImageDirectory(tmp_path / "empty")
+    (tmp_path / "empty" / "sub").mkdir()
+    (tmp_path / "empty" / "sub" / "a.webp").write_bytes(b"")
+    (tmp_path / "empty" / "README").write_text("")
+    with pytest.raises(FileNotFoundError, match=r"empty: it holds 2 other files \(.webp, no suffix\)"):
         ImageDirectory(tmp_path / "empty")
     broken = tmp_path / "broken"
     broken.mkdir()
     (broken / "bad.jpg").write_bytes(b"not a jpeg")
     with pytest.raises(OSError, match="bad.jpg"):
         ImageDirectory(broken)[0]
+
+
+def write_images(directory: Path, count: int) -> None:
+    directory.mkdir(parents=True)
+    for index in range(count):
+        Image.fromarray(np.full((40, 40, 3), index * 10, dtype=np.uint8)).save(directory / f"{index}.jpg")
+
+
+def test_pool_smaller_than_a_batch_is_an_error_before_any_work(tmp_path):
+    write_images(tmp_path / "few", 3)
+    cfg = tiny_config(OUTPUT_DIR=str(tmp_path / "run"), DATA__ROOT=str(tmp_path / "few"), SOLVER__MAX_ITER=1)
+    with pytest.raises(ValueError, match=rf"^{tmp_path / 'few'} holds 3 images, fewer than one batch: "
+                                         r"SOLVER.IMS_PER_BATCH 8 is 8 per process over 1 process\(es\)"):
+        train(cfg, torch.device("cpu"))
+    assert not (tmp_path / "run" / "config.yaml").exists()
+
+
+def test_held_out_splits_in_the_data_root_are_named_in_a_warning(tmp_path, caplog):
+    """``--data-root /data/imagenet`` instead of ``/data/imagenet/train``, or the built-in root instead of its pool/."""
+    for split, count in (("train/class0", 8), ("val/class0", 2), ("val/class1", 1), ("coco/val2017", 2),
+                         ("Test", 1), ("validation_notes", 1)):
+        write_images(tmp_path / "root" / split, count)
+    dataset = ImageDirectory(tmp_path / "root")
+    assert held_out_images(dataset.root, dataset.files) == {tmp_path / "root" / "Test": 1,
+                                                           tmp_path / "root" / "coco" / "val2017": 2,
+                                                           tmp_path / "root" / "val": 3}
+    logger = logging.getLogger("test_held_out")
+    with caplog.at_level(logging.WARNING, logger="test_held_out"):
+        check_data(tiny_config(), dataset, 1, logger)
+    assert (f"{tmp_path / 'root'} also holds images of held-out splits, which pretraining would learn from: "
+            f"{tmp_path / 'root' / 'Test'} (1 images), {tmp_path / 'root' / 'coco' / 'val2017'} (2 images), "
+            f"{tmp_path / 'root' / 'val'} (3 images); point --data-root") in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="test_held_out"):
+        check_data(tiny_config(), ImageDirectory(tmp_path / "root" / "train"), 1, logger)
+    assert caplog.text == ""
 
 
 def test_learning_rate_schedules():
@@ -179,6 +222,17 @@ def test_three_iterations_write_a_loadable_canonical_checkpoint(image_dir, tmp_p
         train(cfg, torch.device("cpu"))
     assert load_torch_file(last)["train_state"]["iteration"] == 3
 
+    killed_write = tmp_path / "run" / ".last.pth.0123456789abcdef0123456789abcdef.tmp"
+    killed_write.write_bytes(b"half a checkpoint")
+    train(cfg, torch.device("cpu"), resume=True)  # nothing left to train: it only opens the run
+    assert not killed_write.exists()
+    log = (tmp_path / "run" / "log.txt").read_text()
+    assert f"Removed {killed_write} (0.0 MB), left by a write that was killed" in log
+
+    torch.save(state_dict, last)  # a backbone-only file where the run's last.pth was
+    with pytest.raises(CheckpointError, match=rf"^{last} holds no training state \(a backbone-only checkpoint\?\)"):
+        train(cfg, torch.device("cpu"), resume=True)
+
 
 def test_mocov1_runs_with_the_step_schedule(image_dir, tmp_path):
     cfg = tiny_config(METHOD="mocov1", MODEL__MOCO__TEMPERATURE=0.07, SOLVER__LR_SCHEDULE="step",
@@ -194,8 +248,10 @@ def test_resume_continues_exactly(image_dir, tmp_path):
     common = dict(DATA__ROOT=str(image_dir), SOLVER__MAX_ITER=4, SOLVER__CHECKPOINT_PERIOD=2,
                   DATALOADER__NUM_WORKERS=1)
     straight = train(tiny_config(OUTPUT_DIR=str(tmp_path / "straight"), **common), torch.device("cpu"))
+    # Detectron2's name for the checkpoint after 2 iterations: the index of the last one done, 1
+    assert load_torch_file(tmp_path / "straight" / "model_0000001.pth")["train_state"]["iteration"] == 2
     (tmp_path / "resumed").mkdir()  # as if killed right after the iteration-2 checkpoint
-    shutil.copy(tmp_path / "straight" / "model_0000002.pth", tmp_path / "resumed" / "last.pth")
+    shutil.copy(tmp_path / "straight" / "model_0000001.pth", tmp_path / "resumed" / "last.pth")
     resumed = train(tiny_config(OUTPUT_DIR=str(tmp_path / "resumed"), **common), torch.device("cpu"), resume=True)
     assert "resuming" in (tmp_path / "resumed" / "log.txt").read_text()
     assert "at iteration 2" in (tmp_path / "resumed" / "log.txt").read_text()
@@ -228,7 +284,7 @@ def test_torchrun_two_processes_with_shuffle_bn_and_exact_resume(image_dir, tmp_
     assert meta["step"] == 4 and sorted(state_dict) == sorted(expected_backbone_keys("resnet18"))
 
     (tmp_path / "resumed").mkdir()
-    shutil.copy(tmp_path / "straight" / "model_0000002.pth", tmp_path / "resumed" / "last.pth")
+    shutil.copy(tmp_path / "straight" / "model_0000001.pth", tmp_path / "resumed" / "last.pth")
     torchrun_pretrain(image_dir, tmp_path / "resumed", "--resume", *schedule)
     expected = load_torch_file(tmp_path / "straight" / "last.pth")["train_state"]["model"]
     actual = load_torch_file(tmp_path / "resumed" / "last.pth")["train_state"]["model"]

@@ -16,9 +16,19 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.detection.speed import measure_speed  # noqa: E402
+from benchmarks.engine.cli import input_directory, run_tool  # noqa: E402
 from benchmarks.engine.distributed import init_distributed, is_main_process  # noqa: E402
 from benchmarks.engine.logging import setup_logger  # noqa: E402
 from benchmarks.tasks import TASKS, get_task, load_task_config  # noqa: E402
+
+
+def check_args(args) -> None:
+    """One clear line per bad value, before the data is read."""
+    if args.data_root:
+        input_directory(args.data_root, "--data-root")
+    for option, value in (("--iters", args.iters), ("--images", args.images), ("--warmup", args.warmup)):
+        if value < 0:
+            raise ValueError(f"{option} {value}: must be >= 0")
 
 
 def main(argv=None):
@@ -31,6 +41,7 @@ def main(argv=None):
     parser.add_argument("--warmup", type=int, default=3, help="untimed iterations / images first")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
     args = parser.parse_args(argv)
+    check_args(args)
 
     init_distributed()
     logger = setup_logger()
@@ -44,4 +55,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_tool("benchmark.py", main))

@@ -11,8 +11,8 @@ The input layout is detected (or named with --from). Each source tensor ends up 
 in the report with the reason it was left out (classifier, projector, key encoder, queue, ...);
 a tensor no rule explains, or a backbone tensor the file lacks, is an error (--allow-partial
 converts anyway and names each one). Detectron2, mmseg and mmdet outputs get a config next to
-them (OUT with .yaml / .py) holding the settings the weights need. Outputs are written
-atomically and never over the input. Errors exit with status 2.
+them (OUT with .yaml / .py) holding the settings the weights need; an existing one is replaced only
+with --force. Outputs are written atomically and never over the input. Errors exit with status 2.
 """
 import argparse
 import sys
@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.engine.cli import run_tool  # noqa: E402
 from converters import READERS, WRITERS, convert, load_backbone  # noqa: E402
 from converters.canonical import RESNET_ARCHS  # noqa: E402
 from converters.readers import FORMAT_ALIASES, PartialBackboneWarning  # noqa: E402
@@ -40,6 +41,9 @@ def parse_args(argv=None):
                         help="convert a checkpoint that lacks backbone tensors (the target engine keeps its own "
                              "initialisation for them) or holds tensors no rule explains (dropped); the report "
                              "and stderr name each one")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an existing config next to OUT (OUT.yaml for detectron2, OUT.py for mmseg and "
+                             "mmdet), which may hold your edits; OUT itself is always rewritten")
     parser.add_argument("--inspect", metavar="IN", help="print IN's detected format, architecture and tensor "
                         "counts; write nothing")
     parser.add_argument("--list-formats", action="store_true", help="list the input and output formats")
@@ -47,7 +51,7 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     if not (args.list_formats or args.inspect) and not (args.input and args.output and args.to):
         parser.error("give IN OUT --to FORMAT, or --inspect IN, or --list-formats")
-    return args, parser
+    return args
 
 
 def summary(function) -> str:
@@ -55,7 +59,7 @@ def summary(function) -> str:
 
 
 def main(argv=None) -> int:
-    args, parser = parse_args(argv)
+    args = parse_args(argv)
     if args.list_formats:
         width = max(map(len, [*READERS, *WRITERS]))
         print("input formats (--from; detected when omitted):")
@@ -64,25 +68,22 @@ def main(argv=None) -> int:
         print("output formats (--to):")
         print("\n".join(f"  {name:<{width}}  {summary(write)}" for name, write in WRITERS.items()))
         return 0
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", PartialBackboneWarning)  # the report says it, below, in full
-            if args.inspect:
-                state_dict, meta = load_backbone(args.inspect, format=args.from_, arch=args.arch,
-                                                 allow_partial=args.allow_partial)
-                source = SourceSummary.from_meta(args.inspect, state_dict, meta)
-                print(source.format(args.verbose))
-            else:
-                report = convert(args.input, args.output, args.to, from_=args.from_, arch=args.arch,
-                                 allow_partial=args.allow_partial)
-                source = report.source
-                print(report.format(args.verbose))
-    except (ValueError, OSError) as error:  # CheckpointError is a ValueError; OSError names the file
-        parser.exit(2, f"convert.py: error: {error}\n")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PartialBackboneWarning)  # the report says it, below, in full
+        if args.inspect:
+            state_dict, meta = load_backbone(args.inspect, format=args.from_, arch=args.arch,
+                                             allow_partial=args.allow_partial)
+            source = SourceSummary.from_meta(args.inspect, state_dict, meta)
+            print(source.format(args.verbose))
+        else:
+            report = convert(args.input, args.output, args.to, from_=args.from_, arch=args.arch,
+                             allow_partial=args.allow_partial, force=args.force)
+            source = report.source
+            print(report.format(args.verbose))
     if source.partial:
         print(source.partial_warning(), file=sys.stderr)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool("convert.py", main))

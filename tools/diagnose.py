@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.diagnosis.hoiem import SIMILAR_KEYWORDS  # noqa: E402
 from benchmarks.diagnosis.report import diagnose  # noqa: E402
+from benchmarks.engine.cli import output_directory, run_tool  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -52,13 +53,11 @@ def model_names(args) -> list:
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        detections = dict(zip(model_names(args), args.dets))
-        print(diagnose(args.gt, detections, args.out, args.mode or ["bbox"], args.similar, args.max_dets))
-    except (ValueError, FileNotFoundError) as error:
-        sys.exit(f"diagnose.py: error: {error}")
+    output_directory(args.out, "--out")
+    detections = dict(zip(model_names(args), args.dets))
+    print(diagnose(args.gt, detections, args.out, args.mode or ["bbox"], args.similar, args.max_dets))
     print(f"\nCharts, tide.json, hoiem.json and diagnosis.md (per-class table): {args.out}")
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_tool("diagnose.py", main))

@@ -1,3 +1,4 @@
+#!/usr/bin/env python
 """Write a generated dataset to a directory, in the same layout as the built-in default set.
 
 The built-in set is generated automatically on first use; use this to write one with other sizes,
@@ -7,10 +8,16 @@ seed or image size, e.g. to share it or to point ``--data-root`` at it.
 import argparse
 import dataclasses
 import logging
+import sys
 import time
 from pathlib import Path
 
-from benchmarks.data import builtin
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.data import builtin  # noqa: E402
+from benchmarks.engine.cli import output_directory, run_tool  # noqa: E402
+
+COUNT_OPTIONS = ("train", "val", "pool", "classification_train", "classification_val")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -48,8 +55,25 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def check_args(args) -> None:
+    """One clear line per bad value, before anything is written."""
+    output_directory(args.out, "--out")
+    for name in COUNT_OPTIONS:
+        if getattr(args, name) < 0:
+            raise ValueError(f"--{name.replace('_', '-')} {getattr(args, name)}: an image count must be >= 0")
+
+
+def square_spec(spec, side: int, option: str):
+    """``spec`` at ``side`` x ``side`` px; the generator's own check, naming the option."""
+    try:
+        return dataclasses.replace(spec, height=side, width=side)
+    except ValueError as error:
+        raise ValueError(f"{option} {side}: {error}") from None
+
+
 def main(argv=None):
     args = parse_args(argv)
+    check_args(args)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     start = time.perf_counter()
     builtin.write_builtin_set(
@@ -60,13 +84,11 @@ def main(argv=None):
         classification_train_images=args.classification_train,
         classification_val_images=args.classification_val,
         seed=args.seed,
-        detection_spec=dataclasses.replace(builtin.DETECTION_SPEC, height=args.image_size, width=args.image_size),
-        small_image_spec=dataclasses.replace(
-            builtin.SMALL_IMAGE_SPEC, height=args.small_image_size, width=args.small_image_size
-        ),
+        detection_spec=square_spec(builtin.DETECTION_SPEC, args.image_size, "--image-size"),
+        small_image_spec=square_spec(builtin.SMALL_IMAGE_SPEC, args.small_image_size, "--small-image-size"),
     )
     logging.info("Wrote %s in %.1f s", args.out, time.perf_counter() - start)
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_tool("make_data.py", main))

@@ -17,7 +17,8 @@ sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != Pa
 
 import torch.distributed as dist  # noqa: E402
 
-from benchmarks.engine.config import ConfigError, load_config  # noqa: E402
+from benchmarks.engine.cli import input_directory, output_directory, run_tool  # noqa: E402
+from benchmarks.engine.config import load_config  # noqa: E402
 from benchmarks.engine.distributed import init_distributed  # noqa: E402
 from pretrain.config import get_defaults  # noqa: E402
 from pretrain.train import train  # noqa: E402
@@ -45,23 +46,16 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     overrides = list(args.overrides)
     if args.data_root:
-        overrides += ["DATA.ROOT", args.data_root]
+        overrides += ["DATA.ROOT", str(input_directory(args.data_root, "--data-root"))]
     if args.output:
-        overrides += ["OUTPUT_DIR", args.output]
-    try:
-        cfg = load_config(get_defaults(), args.config, overrides)
-        if not cfg.OUTPUT_DIR:
-            cfg = load_config(get_defaults(), args.config,
-                              overrides + ["OUTPUT_DIR", str(Path("work/pretrain") / Path(args.config).stem)])
-    except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        overrides += ["OUTPUT_DIR", str(output_directory(args.output, "--output"))]
+    cfg = load_config(get_defaults(), args.config, overrides)
+    if not cfg.OUTPUT_DIR:
+        cfg = load_config(get_defaults(), args.config,
+                          overrides + ["OUTPUT_DIR", str(Path("work/pretrain") / Path(args.config).stem)])
     device = init_distributed()
     try:
         train(cfg, device, resume=args.resume)
-    except (ConfigError, NotImplementedError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
@@ -69,4 +63,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool("pretrain.py", main))

@@ -9,14 +9,14 @@ with it, the paper recipe on the dataset's usual layout. Extra KEY VALUE pairs o
 (Detectron2 key names, e.g. SOLVER.MAX_ITER 100 MODEL.RESNETS.NORM FrozenBN).
 """
 import argparse
-import logging
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.engine.cli import input_directory, output_directory, run_tool  # noqa: E402
 from benchmarks.engine.distributed import init_distributed, is_main_process  # noqa: E402
-from benchmarks.engine.launch import launch  # noqa: E402
+from benchmarks.engine.lock import lock_output_dir  # noqa: E402
 from benchmarks.engine.logging import setup_logger  # noqa: E402
 from benchmarks.tasks import TASKS, get_task, load_task_config  # noqa: E402
 
@@ -50,7 +50,11 @@ def default_output(task: str, weights) -> Path:
 def main(args):
     init_distributed()
     task = get_task(args.task)
-    output = Path(args.output) if args.output else default_output(args.task, args.weights)
+    if args.num_gpus < 1:
+        raise ValueError(f"--num-gpus {args.num_gpus}: give at least 1 process")
+    if args.data_root:
+        input_directory(args.data_root, "--data-root")
+    output = output_directory(args.output or default_output(args.task, args.weights), "--output")
     cfg, config_file, reason = load_task_config(task, args.config, args.data_root, args.opts,
                                                 run_dir=output if args.resume or args.eval_only else None)
     cfg.TASK = args.task
@@ -61,30 +65,25 @@ def main(args):
     cfg.OUTPUT_DIR = str(output)
     cfg.freeze()
 
-    logger = setup_logger(output)
-    logger.info("Task %s: config %s (%s)", args.task, config_file, reason)
-    if not cfg.MODEL.WEIGHTS and not (args.resume or args.eval_only):
-        raise ValueError("no backbone weights: pass --weights PATH (any checkpoint converters.load_backbone reads) "
-                         "or --weights none for the random-init baseline")
-    if cfg.MODEL.WEIGHTS not in ("", "none") and not Path(cfg.MODEL.WEIGHTS).is_file():
-        raise FileNotFoundError(f"--weights {cfg.MODEL.WEIGHTS}: no such file")
-
-    metrics = task.run(cfg, resume=args.resume, eval_only=args.eval_only)
-    if is_main_process() and metrics is not None:
-        table = (output / "results.md").read_text()
-        print(f"\n{args.task} ({cfg.MODEL.WEIGHTS}):\n{table}")
-        print(f"Results: {output / 'results.md'}  metrics: {output / 'metrics.json'}  "
-              f"detections: {output / 'coco_instances_results.json'}  log: {output / 'log.txt'}")
-        if (output / "diagnosis.md").is_file():
-            print(f"Error diagnosis (TIDE, Hoiem): {output / 'diagnosis.md'}, tide.json, hoiem.json and charts "
-                  f"(tide_*.png, hoiem_*.png) in {output}")
+    with lock_output_dir(output):  # before log.txt opens: a second run into it stops here
+        logger = setup_logger(output)
+        logger.info("Task %s: config %s (%s)", args.task, config_file, reason)
+        if not cfg.MODEL.WEIGHTS and not (args.resume or args.eval_only):
+            raise ValueError("no backbone weights: pass --weights PATH (any checkpoint converters.load_backbone "
+                             "reads) or --weights none for the random-init baseline")
+        if cfg.MODEL.WEIGHTS not in ("", "none") and not Path(cfg.MODEL.WEIGHTS).is_file():
+            raise FileNotFoundError(f"--weights {cfg.MODEL.WEIGHTS}: no such file")
+        metrics = task.run(cfg, resume=args.resume, eval_only=args.eval_only)
+        if is_main_process() and metrics is not None:  # still locked: these are this run's results
+            table = (output / "results.md").read_text()
+            print(f"\n{args.task} ({cfg.MODEL.WEIGHTS}):\n{table}")
+            print(f"Results: {output / 'results.md'}  metrics: {output / 'metrics.json'}  "
+                  f"detections: {output / 'coco_instances_results.json'}  log: {output / 'log.txt'}")
+            if (output / "diagnosis.md").is_file():
+                print(f"Error diagnosis (TIDE, Hoiem): {output / 'diagnosis.md'}, tide.json, hoiem.json and charts "
+                      f"(tide_*.png, hoiem_*.png) in {output}")
 
 
 if __name__ == "__main__":
     arguments = parse_args()
-    try:
-        launch(main, arguments.num_gpus, (arguments,))
-    except (KeyError, ValueError, FileNotFoundError, RuntimeError) as error:
-        logging.getLogger("transferlab").exception("transfer.py failed")  # the traceback goes to log.txt
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        sys.exit(f"transfer.py: error: {message}")
+    sys.exit(run_tool("transfer.py", main, arguments, num_processes=arguments.num_gpus))

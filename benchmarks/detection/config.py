@@ -1,6 +1,14 @@
 """Detection defaults. Keys carry Detectron2's names and, where the concept exists, its default values;
 the MoCo protocol (``configs/detection/Base-RCNN-C4-BN.yaml``) overrides them from there."""
+import operator
+import os
+
 from fvcore.common.config import CfgNode as CN
+
+from ..diagnosis.hoiem import SIMILAR_KEYWORDS
+from ..engine.distributed import get_world_size
+from ..engine.validation import BOOLEAN, STRING, Rule, check_rules, choice, fail, integer, number, sequence
+from ..modeling.norm import NORM_CHOICES
 
 _C = CN()
 _C.TASK = "coco_maskrcnn"
@@ -29,12 +37,20 @@ _C.MODEL.RESNETS.OUT_FEATURES = ["res4"]
 _C.MODEL.ANCHOR_GENERATOR = CN()
 _C.MODEL.ANCHOR_GENERATOR.SIZES = [[32, 64, 128, 256, 512]]
 _C.MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS = [[0.5, 1.0, 2.0]]
+# Centre of the first anchor relative to the image's top-left corner, in strides (Detectron2's default 0.0).
+_C.MODEL.ANCHOR_GENERATOR.OFFSET = 0.0
+
+_C.MODEL.PROPOSAL_GENERATOR = CN()
+_C.MODEL.PROPOSAL_GENERATOR.NAME = "RPN"
+# Proposals narrower or lower than this (pixels of the resized image) are dropped; 0 drops only empty ones.
+_C.MODEL.PROPOSAL_GENERATOR.MIN_SIZE = 0.0
 
 _C.MODEL.RPN = CN()
 _C.MODEL.RPN.IN_FEATURES = ["res4"]
 _C.MODEL.RPN.IOU_THRESHOLDS = [0.3, 0.7]
 _C.MODEL.RPN.BATCH_SIZE_PER_IMAGE = 256
 _C.MODEL.RPN.POSITIVE_FRACTION = 0.5
+_C.MODEL.RPN.BBOX_REG_WEIGHTS = (1.0, 1.0, 1.0, 1.0)
 _C.MODEL.RPN.SMOOTH_L1_BETA = 0.0
 _C.MODEL.RPN.PRE_NMS_TOPK_TRAIN = 12000
 _C.MODEL.RPN.POST_NMS_TOPK_TRAIN = 2000
@@ -69,7 +85,12 @@ _C.INPUT.MIN_SIZE_TRAIN_SAMPLING = "choice"
 _C.INPUT.MAX_SIZE_TRAIN = 1333
 _C.INPUT.MIN_SIZE_TEST = 800
 _C.INPUT.MAX_SIZE_TEST = 1333
+# Channel order the model sees: "RGB" (torchvision-style backbones) or "BGR" (MSRA/Caffe2-style);
+# PIXEL_MEAN/PIXEL_STD are in this order.
 _C.INPUT.FORMAT = "RGB"
+# Mask targets: "polygon" rasterises polygon annotations inside each proposal (Detectron2's default; RLE
+# annotations are cropped from their bitmask), "bitmask" crops every mask from its full-image bitmask.
+_C.INPUT.MASK_FORMAT = "polygon"
 _C.INPUT.RANDOM_FLIP = "horizontal"
 
 _C.DATASETS = CN()
@@ -80,6 +101,8 @@ _C.DATASETS.TEST = ("coco_2017_val",)
 
 _C.DATALOADER = CN()
 _C.DATALOADER.NUM_WORKERS = 2
+# Batches of only landscape or only portrait images (less padding), as Detectron2's default loader makes them.
+_C.DATALOADER.ASPECT_RATIO_GROUPING = True
 
 _C.SOLVER = CN()
 _C.SOLVER.IMS_PER_BATCH = 16  # total over all processes
@@ -122,3 +145,152 @@ _C.TEST.DIAGNOSIS.SIMILAR = ""
 
 def get_detection_defaults() -> CN:
     return _C.clone()
+
+
+# ---------------------------------------------------------------------------------------------
+# validation
+
+_C4_ONLY = "R50-C4 only: the FPN variants are not implemented yet"
+_POSITIVE = number(0, low_open=True)
+_UNIT = number(0, 1)
+_UNIT_OPEN_LOW = number(0, 1, low_open=True)
+_RES4 = sequence("['res4']", choice("res4"), length=1, note="R50-C4 has one feature map; the FPN variants are not "
+                 "implemented yet")
+_ONE_LIST_OF_POSITIVES = "one list of numbers > 0 (R50-C4 has one feature map), e.g. "
+_BOX_WEIGHTS = sequence("four numbers > 0 (x, y, w, h)", _POSITIVE, length=4)
+_SIMILAR_CLASSES = Rule(f"'' (the default), {', '.join(SIMILAR_KEYWORDS)} or an existing JSON/YAML file",
+                        lambda v: isinstance(v, str) and (v in ("", *SIMILAR_KEYWORDS) or os.path.isfile(v)))
+
+
+def _one_dataset(example: str) -> Rule:
+    name = Rule("", lambda value: isinstance(value, str) and bool(value))
+    return sequence(f"one dataset name, e.g. {example}", name, length=1,
+                    not_implemented=sequence("", name, min_length=2).test,
+                    note="training or testing on several datasets at once is not implemented")
+
+
+DETECTION_RULES = {
+    "TASK": STRING,  # the task's name is checked by benchmarks.tasks
+    "OUTPUT_DIR": STRING,
+    "SEED": integer(0),
+    "MODEL.META_ARCHITECTURE": choice("GeneralizedRCNN",
+                                      planned=("RetinaNet", "ProposalNetwork", "PanopticFPN", "SemanticSegmentor"),
+                                      note="only Faster/Mask R-CNN is implemented"),
+    "MODEL.MASK_ON": BOOLEAN,
+    "MODEL.WEIGHTS": STRING,  # read (and so checked) when the backbone is initialized
+    "MODEL.PIXEL_MEAN": sequence("three numbers, one per input channel", number(), length=3),
+    "MODEL.PIXEL_STD": sequence("three numbers > 0, one per input channel", _POSITIVE, length=3),
+    "MODEL.BACKBONE.NAME": choice("build_resnet_backbone", planned=("build_resnet_fpn_backbone",
+                                                                    "build_retinanet_resnet_fpn_backbone"),
+                                  note=_C4_ONLY),
+    "MODEL.BACKBONE.FREEZE_AT": integer(0, 5),
+    "MODEL.RESNETS.DEPTH": choice(18, 34, 50, 101, 152),
+    "MODEL.RESNETS.NORM": choice(*NORM_CHOICES),
+    "MODEL.RESNETS.STRIDE_IN_1X1": choice(False, planned=(True,), note="the MSRA/Caffe2 layout with the stride in "
+                                          "the 1x1 conv; torchvision-layout backbones put it in the 3x3 conv"),
+    "MODEL.RESNETS.OUT_FEATURES": _RES4,
+    "MODEL.ANCHOR_GENERATOR.SIZES": sequence(_ONE_LIST_OF_POSITIVES + "[[32, 64, 128, 256, 512]]",
+                                             sequence("", _POSITIVE, min_length=1), length=1),
+    "MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS": sequence(_ONE_LIST_OF_POSITIVES + "[[0.5, 1.0, 2.0]]",
+                                                     sequence("", _POSITIVE, min_length=1), length=1),
+    "MODEL.ANCHOR_GENERATOR.OFFSET": number(0, 1, high_open=True),
+    "MODEL.PROPOSAL_GENERATOR.NAME": choice("RPN", planned=("RRPN", "PrecomputedProposals"),
+                                            note="only the RPN is implemented"),
+    "MODEL.PROPOSAL_GENERATOR.MIN_SIZE": number(0),
+    "MODEL.RPN.IN_FEATURES": _RES4,
+    "MODEL.RPN.IOU_THRESHOLDS": sequence("two ascending numbers in [0, 1] (background below the first, foreground "
+                                         "from the second)", _UNIT, length=2, order=operator.le),
+    "MODEL.RPN.BATCH_SIZE_PER_IMAGE": integer(1),
+    "MODEL.RPN.POSITIVE_FRACTION": _UNIT_OPEN_LOW,
+    "MODEL.RPN.BBOX_REG_WEIGHTS": _BOX_WEIGHTS,
+    "MODEL.RPN.SMOOTH_L1_BETA": number(0),
+    "MODEL.RPN.PRE_NMS_TOPK_TRAIN": integer(1),
+    "MODEL.RPN.POST_NMS_TOPK_TRAIN": integer(1),
+    "MODEL.RPN.PRE_NMS_TOPK_TEST": integer(1),
+    "MODEL.RPN.POST_NMS_TOPK_TEST": integer(1),
+    "MODEL.RPN.NMS_THRESH": _UNIT_OPEN_LOW,
+    "MODEL.ROI_HEADS.NAME": choice("Res5ROIHeadsExtraNorm", "Res5ROIHeads",
+                                   planned=("StandardROIHeads", "CascadeROIHeads", "RROIHeads"), note=_C4_ONLY),
+    "MODEL.ROI_HEADS.NUM_CLASSES": integer(1),
+    "MODEL.ROI_HEADS.IN_FEATURES": _RES4,
+    "MODEL.ROI_HEADS.IOU_THRESHOLDS": sequence("one number in [0, 1], e.g. [0.5]", _UNIT, length=1,
+                                               not_implemented=sequence("", _UNIT, min_length=2).test,
+                                               note="several thresholds make an ignore band, which is not implemented"),
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE": integer(1),
+    "MODEL.ROI_HEADS.POSITIVE_FRACTION": _UNIT_OPEN_LOW,
+    "MODEL.ROI_HEADS.SCORE_THRESH_TEST": _UNIT,
+    "MODEL.ROI_HEADS.NMS_THRESH_TEST": _UNIT_OPEN_LOW,
+    "MODEL.ROI_HEADS.PROPOSAL_APPEND_GT": BOOLEAN,
+    "MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS": _BOX_WEIGHTS,
+    "MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA": number(0),
+    "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION": integer(1),
+    "MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO": integer(0),
+    "MODEL.ROI_BOX_HEAD.POOLER_TYPE": choice("ROIAlignV2", planned=("ROIAlign", "ROIPool", "ROIAlignRotated"),
+                                             note="only the protocol's aligned RoIAlign is implemented"),
+    "MODEL.ROI_MASK_HEAD.CONV_DIM": integer(1),
+    "INPUT.MIN_SIZE_TRAIN": sequence("a non-empty list of integers > 0", integer(1), min_length=1),
+    "INPUT.MIN_SIZE_TRAIN_SAMPLING": choice("choice", "range"),
+    "INPUT.MAX_SIZE_TRAIN": integer(1),
+    "INPUT.MIN_SIZE_TEST": integer(0),  # 0: test images are not resized
+    "INPUT.MAX_SIZE_TEST": integer(1),
+    "INPUT.FORMAT": choice("RGB", "BGR"),
+    "INPUT.MASK_FORMAT": choice("polygon", "bitmask"),
+    "INPUT.RANDOM_FLIP": choice("horizontal", "none", planned=("vertical",),
+                                note="only horizontal flips are implemented"),
+    "DATASETS.ROOT": STRING,  # read (and so checked) when the datasets are resolved
+    "DATASETS.TRAIN": _one_dataset("('coco_2017_train',)"),  # the names are checked when they are resolved
+    "DATASETS.TEST": _one_dataset("('coco_2017_val',)"),
+    "DATALOADER.NUM_WORKERS": integer(0),
+    "DATALOADER.ASPECT_RATIO_GROUPING": BOOLEAN,
+    "SOLVER.IMS_PER_BATCH": integer(1),
+    "SOLVER.LR_SCHEDULER_NAME": choice("WarmupMultiStepLR", "WarmupCosineLR"),
+    "SOLVER.BASE_LR": _POSITIVE,
+    "SOLVER.MOMENTUM": number(0, 1, high_open=True),
+    "SOLVER.WEIGHT_DECAY": number(0),
+    "SOLVER.WEIGHT_DECAY_NORM": number(0),
+    "SOLVER.MAX_ITER": integer(1),
+    "SOLVER.STEPS": sequence("strictly increasing integers > 0 (the iterations at which the lr drops)", integer(1),
+                             order=operator.lt),
+    "SOLVER.GAMMA": _POSITIVE,
+    "SOLVER.WARMUP_FACTOR": _UNIT,
+    "SOLVER.WARMUP_ITERS": integer(0),
+    "SOLVER.WARMUP_METHOD": choice("linear", "constant"),
+    "SOLVER.CHECKPOINT_PERIOD": integer(0),  # 0: model_final.pth only
+    "SOLVER.REFERENCE_WORLD_SIZE": integer(0),
+    "SOLVER.CLIP_GRADIENTS.ENABLED": BOOLEAN,
+    "SOLVER.CLIP_GRADIENTS.CLIP_TYPE": choice("value", "norm"),
+    "SOLVER.CLIP_GRADIENTS.CLIP_VALUE": _POSITIVE,
+    "SOLVER.CLIP_GRADIENTS.NORM_TYPE": Rule("a number > 0 or .inf (the largest absolute value)",
+                                            lambda v: _POSITIVE.test(v) or v == float("inf")),
+    "SOLVER.AMP.ENABLED": BOOLEAN,
+    "TEST.EVAL_PERIOD": integer(0),  # 0: at the end only
+    "TEST.DETECTIONS_PER_IMAGE": integer(1),
+    "TEST.PRECISE_BN.ENABLED": BOOLEAN,
+    "TEST.PRECISE_BN.NUM_ITER": integer(0),  # and >= 1 when enabled, below
+    "TEST.DIAGNOSIS.ENABLED": BOOLEAN,
+    "TEST.DIAGNOSIS.SIMILAR": _SIMILAR_CLASSES,
+}
+
+
+def validate_detection_config(cfg: CN, world_size: int | None = None) -> None:
+    """Refuse values the detection engine cannot honour before it reads data or builds a model.
+
+    Raises ConfigError (or NotImplementedError for what Detectron2 has and this engine lacks) naming the key,
+    the value and what is allowed. ``world_size`` defaults to this job's process count.
+    """
+    check_rules(cfg, DETECTION_RULES)
+    sizes = cfg.INPUT.MIN_SIZE_TRAIN
+    if cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING == "range" and not (len(sizes) == 2 and sizes[0] <= sizes[1]):
+        fail("INPUT.MIN_SIZE_TRAIN", sizes, "with INPUT.MIN_SIZE_TRAIN_SAMPLING 'range' it must be two sizes, "
+             "(smallest, largest) short edge")
+    if cfg.TEST.PRECISE_BN.ENABLED and cfg.TEST.PRECISE_BN.NUM_ITER < 1:
+        fail("TEST.PRECISE_BN.NUM_ITER", cfg.TEST.PRECISE_BN.NUM_ITER,
+             "must be >= 1 with TEST.PRECISE_BN.ENABLED (set ENABLED False to skip precise BN)")
+    world_size = get_world_size() if world_size is None else world_size
+    reference = cfg.SOLVER.REFERENCE_WORLD_SIZE
+    processes = reference if reference else world_size  # with a reference, the batch is rescaled per process
+    if cfg.SOLVER.IMS_PER_BATCH % processes:
+        which = (f"SOLVER.REFERENCE_WORLD_SIZE {reference} (the batch is rescaled from there)" if reference
+                 else f"{world_size} processes")
+        fail("SOLVER.IMS_PER_BATCH", cfg.SOLVER.IMS_PER_BATCH,
+             f"the total batch must divide evenly over {which}")

@@ -201,9 +201,9 @@ def plot_hoiem_pies(results: dict, stem) -> list:
     fig, axes, _ = _block_grid(len(labels), models, (1.9, 2.0))
     for s, label in enumerate(labels):
         for m, model in enumerate(models):
-            ax, top_n = axes[s][m], subsets[m][label]["top_n"]
-            counts = [top_n[t] for t in FP_TYPES]
-            _panel_title(ax, label, model, f"{sum(counts)} FPs in top {top_n['n']}", len(models) > 1)
+            ax, summary = axes[s][m], subsets[m][label]
+            counts = [summary["top_n"][t] for t in FP_TYPES]
+            _panel_title(ax, label, model, f"{sum(counts)} FPs in top {summary['num_gt']}", len(models) > 1)
             if sum(counts) == 0:
                 _empty(ax, "no false positives")
                 ax.set_frame_on(False)

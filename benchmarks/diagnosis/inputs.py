@@ -11,6 +11,7 @@ import itertools
 import json
 import math
 import os
+import warnings
 
 from pycocotools.coco import COCO
 
@@ -86,6 +87,8 @@ def load_detections(dets, coco: COCO, modes="bbox") -> list:
                 dets = json.load(file)
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             raise ValueError(f"{source} is not valid JSON: {error}") from error
+        if dets == []:  # valid (a model that detects nothing), but often the wrong file
+            warnings.warn(f"{source}: no detections at all: every object counts as missed (AP 0)", stacklevel=2)
     if not isinstance(dets, list):
         raise ValueError(f"{source}: expected a list of COCO result records "
                          f"({{image_id, category_id, bbox, score}}), found a {type(dets).__name__}")

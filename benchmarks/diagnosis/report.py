@@ -65,7 +65,7 @@ def summary_tables(tide: dict, hoiem: dict) -> str:
             for label, summary in subsets:
                 top_n = summary["top_n"]
                 false_positives = sum(top_n[t] for t in FP_TYPES)
-                hoiem_rows.append([name, mode, label, top_n["n"], false_positives,
+                hoiem_rows.append([name, mode, label, summary["num_gt"], false_positives,
                                    *(_share(top_n[t], false_positives) for t in FP_TYPES)])
     return "\n\n".join([
         "TIDE (dAP: AP50 points gained by fixing each error type)",
@@ -83,7 +83,7 @@ def hoiem_class_table(hoiem: dict) -> str:
             for label, summary in result["per_class"].items():
                 top_n = summary["top_n"]
                 confusions = ", ".join(f"{other} {count}" for other, count in summary["confused_with"].items())
-                rows.append([name, mode, label, top_n["n"], top_n["Cor"], *(top_n[t] for t in FP_TYPES),
+                rows.append([name, mode, label, summary["num_gt"], top_n["Cor"], *(top_n[t] for t in FP_TYPES),
                              confusions or "–"])
     return "\n\n".join([
         "Hoiem per class: detections in the top N by kind (counts)",

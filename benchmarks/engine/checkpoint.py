@@ -1,16 +1,19 @@
 """Training checkpoints that resume exactly: model, optimizer, scheduler, scaler, iteration, every rank's RNG."""
 import logging
-import os
+from collections.abc import Mapping
 from pathlib import Path
 
-from converters import atomic_torch_save, load_torch_file
+from converters import CheckpointError, atomic_torch_save, load_torch_file
+from converters.io import atomic_write_text, remove_stale_temporaries
 
 from .distributed import all_gather_object, get_rank, get_world_size, is_main_process, synchronize
+from .lock import holds_lock
 from .seed import get_rng_state, set_rng_state
 
 logger = logging.getLogger("transferlab")
 
 LAST_CHECKPOINT = "last_checkpoint"
+TRAINING_STATE_KEYS = ("model", "iteration", "rng_states")  # what ``Checkpointer.save`` always writes
 
 
 class ExistingRunError(RuntimeError):
@@ -19,6 +22,17 @@ class ExistingRunError(RuntimeError):
 
 def unwrap(model):
     return model.module if hasattr(model, "module") else model
+
+
+def clean_stale_temporaries(output_dir) -> None:
+    """Remove what writes killed midway left in ``output_dir`` (hidden ``*.tmp`` files, up to a checkpoint's size).
+
+    Only the process holding the directory's lock may: it knows no other writer is active there.
+    """
+    if not (is_main_process() and holds_lock(output_dir)):
+        return
+    for path, size in remove_stale_temporaries(output_dir).items():
+        logger.info("Removed %s (%.1f MB), left by a write that was killed before it finished", path, size / 2**20)
 
 
 class Checkpointer:
@@ -30,6 +44,7 @@ class Checkpointer:
     def __init__(self, output_dir, model, optimizer=None, scheduler=None, scaler=None):
         self.output_dir = Path(output_dir)
         self.model, self.optimizer, self.scheduler, self.scaler = model, optimizer, scheduler, scaler
+        clean_stale_temporaries(self.output_dir)  # fresh or resumed, a run starts without a killed write's debris
 
     def save(self, name: str, iteration: int) -> None:
         """Collective: every rank must call it (each contributes its RNG state)."""
@@ -41,10 +56,7 @@ class Checkpointer:
                     state[key] = obj.state_dict()
             path = self.output_dir / f"{name}.pth"
             atomic_torch_save(state, path)
-            pointer = self.output_dir / LAST_CHECKPOINT
-            tmp = pointer.with_suffix(".tmp")
-            tmp.write_text(path.name)
-            os.replace(tmp, pointer)
+            atomic_write_text(self.output_dir / LAST_CHECKPOINT, path.name)
             logger.info("Saved checkpoint %s (iteration %d)", path, iteration)
         synchronize()
 
@@ -67,11 +79,24 @@ class Checkpointer:
         if path is None:
             logger.info("No checkpoint in %s: starting from iteration 0", self.output_dir)
             return 0
+        pointer = self.output_dir / LAST_CHECKPOINT
+        if not path.is_file():
+            raise FileNotFoundError(f"{pointer} names {path.name}, which is not in {self.output_dir}: write the name "
+                                    "of a model_*.pth there into it, or start a new run in another --output")
         state = load_torch_file(path)
-        unwrap(self.model).load_state_dict(state["model"])
-        for key, obj in (("optimizer", self.optimizer), ("scheduler", self.scheduler), ("scaler", self.scaler)):
-            if obj is not None and key in state:
-                obj.load_state_dict(state[key])
+        lacking = [key for key in TRAINING_STATE_KEYS if not (isinstance(state, Mapping) and key in state)]
+        if lacking:
+            raise CheckpointError(
+                f"{path} (named by {pointer}) holds no training state to resume (no {', '.join(lacking)}): it is not "
+                "a checkpoint this trainer wrote; a backbone checkpoint starts a new run with --weights instead")
+        try:
+            unwrap(self.model).load_state_dict(state["model"])
+            for key, obj in (("optimizer", self.optimizer), ("scheduler", self.scheduler), ("scaler", self.scaler)):
+                if obj is not None and key in state:
+                    obj.load_state_dict(state[key])
+        except (RuntimeError, ValueError, KeyError) as error:  # torch's mismatch reports: many lines, no file name
+            raise CheckpointError(f"{path} does not fit the model and optimizer this config builds (was the config "
+                                  f"changed since it was saved?): {' '.join(str(error).split())[:500]}") from error
         rng_states = state["rng_states"]
         if len(rng_states) == get_world_size():
             set_rng_state(rng_states[get_rank()])

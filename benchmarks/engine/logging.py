@@ -8,13 +8,22 @@ from .distributed import get_rank
 # "transferlab" for the entry points; the package names for modules that log under ``__name__``.
 LOGGER_NAMES = ("transferlab", "benchmarks", "pretrain", "converters")
 
+# ``logger.error(..., exc_info=error, extra=FILE_ONLY)``: a traceback for log.txt that the console does not show.
+FILE_ONLY = {"file_only": True}
+
+
+def _not_file_only(record: logging.LogRecord) -> bool:
+    return not getattr(record, "file_only", False)
+
 
 def setup_logger(output_dir=None) -> logging.Logger:
     rank = get_rank()
     formatter = logging.Formatter("[%(asctime)s %(name)s] %(message)s", datefmt="%m/%d %H:%M:%S")
     handlers = []
     if rank == 0:
-        handlers.append(logging.StreamHandler(sys.stdout))
+        console = logging.StreamHandler(sys.stdout)
+        console.addFilter(_not_file_only)
+        handlers.append(console)
     if output_dir is not None:
         output_dir = Path(output_dir)
         output_dir.mkdir(parents=True, exist_ok=True)
