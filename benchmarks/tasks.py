@@ -1,4 +1,5 @@
 """The transfer tasks a user names with ``--task``: which recipe, which engine. A plain dict, no registry."""
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ CONFIG_ROOT = Path(__file__).resolve().parents[1] / "configs"
 class Task:
     description: str
     paper_config: str  # used on a real dataset (--data-root)
-    demo_config: str  # used on the built-in generated data
+    demo_config: str  # used on the built-in generated data and on sets written by tools/make_data.py
     defaults: Callable[[], CfgNode]
     run: Callable
 
@@ -50,17 +51,32 @@ def get_task(name: str) -> Task:
     return TASKS[name]
 
 
+def generated_set_version(data_root):
+    """The ``generator_version`` in ``data_root/manifest.json`` if it is a transferlab generated set, else None."""
+    try:
+        manifest = json.loads((Path(data_root) / "manifest.json").read_text())
+    except (OSError, ValueError):  # no manifest, or someone else's that is not JSON
+        return None
+    return manifest.get("generator_version") if isinstance(manifest, dict) else None
+
+
 def choose_config(task: Task, config_file=None, data_root=None, run_dir=None):
     """The config a run uses and a sentence saying why, so the log explains the choice.
 
     A run being resumed or re-evaluated (``run_dir``) keeps the config it saved, so a user repeats only
-    ``--output``; ``--config`` still wins.
+    ``--output``; ``--config`` still wins. A data root holding a generated set (``tools/make_data.py --out``,
+    or the built-in cache) gets the demo recipe made for that data; any other data root the paper recipe.
     """
     if config_file:
         return Path(config_file), "given with --config"
     if run_dir is not None and (Path(run_dir) / "config.yaml").is_file():
         return Path(run_dir) / "config.yaml", "the resolved config of the run in --output"
     if data_root:
+        version = generated_set_version(data_root)
+        if version is not None:
+            return CONFIG_ROOT / task.demo_config, (f"--data-root {data_root} is a transferlab generated set "
+                                                    f"(manifest.json, generator version {version}): the demo recipe "
+                                                    "made for that data")
         return CONFIG_ROOT / task.paper_config, f"--data-root {data_root}: the paper recipe"
     return CONFIG_ROOT / task.demo_config, "no --data-root: the built-in generated data with the CPU-sized demo recipe"
 

@@ -7,8 +7,11 @@ import cv2
 import numpy as np
 import pytest
 import torch
+from PIL import Image
+from pycocotools import mask as mask_utils
 
 from benchmarks.data import CATEGORIES, DATASET_CATALOG, COCODetection, SceneSpec, resolve_dataset, write_coco
+from benchmarks.modeling.masks import BitMasks, PolygonMasks
 
 H, W = 40, 60
 
@@ -66,9 +69,10 @@ def test_reader_returns_torchvision_targets(generated_root):
         assert target["boxes"].dtype == torch.float32 and target["boxes"].shape == (n, 4)
         assert target["labels"].dtype == torch.int64 and n > 0
         assert target["labels"].min() >= 1 and target["labels"].max() <= len(CATEGORIES)
-        assert target["masks"].dtype == torch.uint8 and target["masks"].shape == (n, 96, 96)
+        assert isinstance(target["masks"], BitMasks)  # the generator writes RLE
+        assert target["masks"].tensor.dtype == torch.bool and target["masks"].tensor.shape == (n, 96, 96)
         assert target["image_id"] == dataset.image_ids[index]
-        for box, mask in zip(target["boxes"], target["masks"]):
+        for box, mask in zip(target["boxes"], target["masks"].tensor):
             ys, xs = torch.nonzero(mask, as_tuple=True)
             expected = [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
             assert box.tolist() == [float(v) for v in expected]
@@ -109,7 +113,7 @@ def test_non_contiguous_category_ids_map_to_1_to_k(tmp_path):
     _, target = dataset[0]
     assert target["labels"].tolist() == [3, 1]
     assert target["boxes"].tolist() == [[1, 1, 11, 11], [5, 5, 15, 15]]
-    assert target["masks"].sum().item() > 0
+    assert isinstance(target["masks"], PolygonMasks) and len(target["masks"]) == 2
 
 
 def test_grayscale_image_is_read_as_rgb(tmp_path):
@@ -120,8 +124,6 @@ def test_grayscale_image_is_read_as_rgb(tmp_path):
 
 
 def test_all_segmentation_encodings(tmp_path):
-    from pycocotools import mask as mask_utils
-
     mask = np.zeros((H, W), np.uint8)
     mask[5:15, 10:30] = 1
     rle = mask_utils.encode(np.asfortranarray(mask))
@@ -133,7 +135,8 @@ def test_all_segmentation_encodings(tmp_path):
     annotations[1]["segmentation"] = compressed
     annotations[2]["segmentation"] = uncompressed
     _, target = COCODetection(tmp_path, write_handmade(tmp_path, annotations))[0]
-    for decoded in target["masks"]:
+    assert isinstance(target["masks"], BitMasks)  # one RLE instance: the whole image takes the bitmask path
+    for decoded in target["masks"].tensor:
         np.testing.assert_array_equal(decoded.numpy(), mask)
 
 
@@ -152,7 +155,7 @@ def test_filter_empty_drops_crowd_only_images(tmp_path, caplog):
     assert evaluation.image_ids == [1, 2, 3]
     _, target = evaluation[1]
     assert target["boxes"].shape == (0, 4) and target["labels"].shape == (0,)
-    assert target["masks"].shape == (0, H, W)
+    assert len(target["masks"]) == 0 and target["masks"].image_size == (H, W)
     assert len(evaluation.coco.getAnnIds(imgIds=2)) == 1  # the crowd stays available for evaluation
 
 
@@ -179,6 +182,130 @@ def test_transforms_are_applied(generated_root):
     image, target = generated(generated_root, transforms=flip)[0]
     reference, _ = generated(generated_root)[0]
     assert target["flipped"] and torch.equal(image, reference.flip(-1))
+
+
+# --- mask formats, on the odd image shapes real datasets have ------------------------------------
+
+
+def polygon_annotation(annotation_id, image_id, polygons):
+    """A non-crowd instance with polygon segmentation and the polygons' tight box."""
+    xs = [x for polygon in polygons for x in polygon[0::2]]
+    ys = [y for polygon in polygons for y in polygon[1::2]]
+    bbox = [min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)]
+    return {"id": annotation_id, "image_id": image_id, "category_id": 1, "bbox": bbox, "area": bbox[2] * bbox[3],
+            "iscrowd": 0, "segmentation": [list(polygon) for polygon in polygons]}
+
+
+def write_polygon_set(tmp_path):
+    """Landscape 333x501, portrait 640x427 and landscape 427x640 images; the last has one RLE instance."""
+    images = [{"id": 1, "file_name": "land.png", "height": 333, "width": 501},
+              {"id": 2, "file_name": "portrait.png", "height": 640, "width": 427},
+              {"id": 3, "file_name": "mixed.png", "height": 427, "width": 640}]
+    rle_mask = np.zeros((427, 640), np.uint8)
+    rle_mask[100:180, 300:420] = 1
+    rle = mask_utils.encode(np.asfortranarray(rle_mask))
+    rle_annotation = {"id": 5, "image_id": 3, "category_id": 1, "bbox": [300, 100, 120, 80], "area": 9600,
+                      "iscrowd": 0, "segmentation": {"size": [427, 640], "counts": rle["counts"].decode()}}
+    annotations = [
+        polygon_annotation(1, 1, [[10.5, 20.25, 200.75, 30.5, 120.0, 300.5]]),
+        polygon_annotation(2, 1, [[250.0, 10.0, 490.5, 10.0, 490.5, 150.25, 250.0, 150.25],
+                                  [300.0, 200.0, 400.0, 200.0, 350.0, 320.0]]),  # one object in two parts
+        polygon_annotation(3, 2, [[30.5, 40.5, 400.25, 60.0, 200.0, 610.75]]),
+        polygon_annotation(4, 3, [[5.0, 5.0, 100.0, 5.0, 100.0, 90.0, 5.0, 90.0]]),
+        rle_annotation,
+    ]
+    return write_handmade(tmp_path, annotations, images=images), annotations
+
+
+def test_polygon_format_keeps_the_polygons(tmp_path, caplog):
+    ann_file, annotations = write_polygon_set(tmp_path)
+    with caplog.at_level(logging.INFO, logger="benchmarks.data.coco"):
+        dataset = COCODetection(tmp_path, ann_file)
+        for index in range(len(dataset)):
+            dataset[index]
+    fallback = [r.getMessage() for r in caplog.records if "RLE" in r.getMessage()]
+    assert len(fallback) == 1 and "1 of 3 images" in fallback[0] and str(ann_file) in fallback[0]
+
+    for index, (expected_ids, size) in enumerate([([1, 2], (333, 501)), ([3], (640, 427))]):
+        _, target = dataset[index]
+        masks = target["masks"]
+        assert isinstance(masks, PolygonMasks) and masks.image_size == size and len(masks) == len(expected_ids)
+        for polygons, annotation_id in zip(masks.polygons, expected_ids):
+            expected = annotations[annotation_id - 1]["segmentation"]
+            assert [p.dtype for p in polygons] == [np.float64] * len(expected)
+            assert [p.tolist() for p in polygons] == expected
+    _, target = dataset[2]
+    assert isinstance(target["masks"], BitMasks) and target["masks"].image_size == (427, 640)
+
+
+def test_bitmask_format_rasterises_polygons_at_full_resolution(tmp_path):
+    ann_file, _ = write_polygon_set(tmp_path)
+    polygons, bitmasks = COCODetection(tmp_path, ann_file), COCODetection(tmp_path, ann_file, mask_format="bitmask")
+    for index in range(len(bitmasks)):
+        _, target = bitmasks[index]
+        assert isinstance(target["masks"], BitMasks)
+        annotations = bitmasks.coco.loadAnns(bitmasks.coco.getAnnIds(imgIds=target["image_id"]))
+        expected = np.stack([bitmasks.coco.annToMask(a) for a in annotations]).astype(bool)
+        np.testing.assert_array_equal(target["masks"].tensor.numpy(), expected)
+        # the polygon format's targets are of the same objects: their own boxes crop to nearly the same cells
+        _, polygon_target = polygons[index]
+        indices = torch.arange(len(target["boxes"]))
+        a = polygon_target["masks"].crop_and_resize(target["boxes"], indices, 28)
+        b = target["masks"].crop_and_resize(target["boxes"], indices, 28)
+        assert (a != b).float().mean() < 0.03
+
+
+def test_unknown_mask_format(tmp_path):
+    with pytest.raises(ValueError, match="mask_format must be 'polygon' or 'bitmask', got 'rle'"):
+        COCODetection(tmp_path, write_handmade(tmp_path, [box_annotation(1, [1, 1, 10, 10])]), mask_format="rle")
+
+
+def test_image_size_comes_from_the_annotation_file(tmp_path):
+    ann_file, _ = write_polygon_set(tmp_path)
+    dataset = COCODetection(tmp_path, ann_file)
+    assert [dataset.image_size(i) for i in range(len(dataset))] == [(333, 501), (640, 427), (427, 640)]
+
+
+# --- EXIF orientation ---------------------------------------------------------------------------
+
+# detectron2.data.detection_utils._apply_exif_orientation: EXIF orientation -> PIL transpose
+DETECTRON2_EXIF_TRANSPOSE = {2: Image.FLIP_LEFT_RIGHT, 3: Image.ROTATE_180, 4: Image.FLIP_TOP_BOTTOM,
+                             5: Image.TRANSPOSE, 6: Image.ROTATE_270, 7: Image.TRANSVERSE, 8: Image.ROTATE_90}
+
+
+def write_jpeg_with_orientation(path, orientation, height=48, width=80):
+    """A landscape JPEG whose quadrants differ, tagged with an EXIF orientation."""
+    pixels = np.zeros((height, width, 3), np.uint8)
+    pixels[: height // 2, : width // 2] = (230, 20, 20)
+    pixels[: height // 2, width // 2:] = (20, 230, 20)
+    pixels[height // 2:, : width // 2] = (20, 20, 230)
+    pixels[height // 2:, width // 2:] = (230, 230, 20)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(pixels).save(path, "JPEG", quality=95, exif=exif.tobytes())
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_as_detectron2_does(tmp_path, orientation):
+    write_jpeg_with_orientation(tmp_path / "a.jpg", orientation)
+    shown = (80, 48) if orientation >= 5 else (48, 80)  # 5..8 swap portrait and landscape
+    images = [{"id": 1, "file_name": "a.jpg", "height": shown[0], "width": shown[1]}]
+    ann_file = write_handmade(tmp_path, [box_annotation(1, [1, 1, 10, 10])], images=images, image_files=False)
+    image, _ = COCODetection(tmp_path, ann_file)[0]
+
+    stored = cv2.imread(str(tmp_path / "a.jpg"), cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)[:, :, ::-1]
+    expected = Image.fromarray(np.ascontiguousarray(stored))
+    if orientation in DETECTRON2_EXIF_TRANSPOSE:
+        expected = expected.transpose(DETECTRON2_EXIF_TRANSPOSE[orientation])
+    np.testing.assert_array_equal(image.permute(1, 2, 0).numpy(), np.asarray(expected))
+
+
+def test_annotation_of_the_unrotated_size_names_the_exif_orientation(tmp_path):
+    write_jpeg_with_orientation(tmp_path / "a.jpg", 6)  # stored 80x48 (WxH), shown 48x80
+    images = [{"id": 1, "file_name": "a.jpg", "height": 48, "width": 80}]
+    ann_file = write_handmade(tmp_path, [box_annotation(1, [1, 1, 10, 10])], images=images, image_files=False)
+    with pytest.raises(ValueError, match=r"a.jpg is 48x80 \(WxH\), but .*instances.json says 80x48 .*EXIF orientation"):
+        COCODetection(tmp_path, ann_file)[0]
 
 
 # --- bad input ----------------------------------------------------------------------------------
@@ -241,11 +368,13 @@ def test_segmentation_is_not_checked_without_masks(tmp_path):
     assert dataset[0][1]["boxes"].shape == (1, 4)
 
 
-def test_polygon_with_bad_coordinates_names_annotation_at_read_time(tmp_path):
+@pytest.mark.parametrize("mask_format", ["polygon", "bitmask"])
+@pytest.mark.parametrize("bad", ["x", float("nan"), True])
+def test_polygon_with_bad_coordinates_names_annotation_at_read_time(tmp_path, mask_format, bad):
     annotation = box_annotation(23, [1, 1, 10, 10])
-    annotation["segmentation"] = [[1, 1, "x", 1, 10, 10]]
-    dataset = COCODetection(tmp_path, write_handmade(tmp_path, [annotation]))
-    with pytest.raises(ValueError, match="annotation id 23 in .*instances.json"):
+    annotation["segmentation"] = [[1, 1, bad, 1, 10, 10]]
+    dataset = COCODetection(tmp_path, write_handmade(tmp_path, [annotation]), mask_format=mask_format)
+    with pytest.raises(ValueError, match="Annotation id 23 in .*instances.json has a polygon coordinate that is not"):
         dataset[0]
 
 
@@ -300,7 +429,7 @@ def test_catalog_names_the_usual_layouts():
 def test_resolve_dataset(generated_root):
     image_dir, ann_file = resolve_dataset("builtin_coco_train", generated_root)
     assert image_dir == generated_root / "train" and ann_file == generated_root / "annotations/instances_train.json"
-    with pytest.raises(ValueError, match="known datasets: builtin_coco_train, builtin_coco_val, coco_2017_train"):
+    with pytest.raises(ValueError, match=r"catalog name \(builtin_coco_train, builtin_coco_val, coco_2017_train"):
         resolve_dataset("coco_2014_train", generated_root)
     with pytest.raises(FileNotFoundError, match="instances_val.json"):
         resolve_dataset("builtin_coco_val", generated_root)
@@ -313,3 +442,22 @@ def test_resolve_dataset_names_a_missing_image_directory(tmp_path):
     (tmp_path / "annotations/instances_val.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match="Image directory .* not found: .*val"):
         resolve_dataset("builtin_coco_val", tmp_path)
+
+
+def test_resolve_dataset_pair_of_annotation_file_and_image_directory(tmp_path, monkeypatch):
+    (tmp_path / "ann").mkdir()
+    (tmp_path / "ann/my_train.json").write_text("{}")
+    (tmp_path / "pics").mkdir()
+    monkeypatch.chdir(tmp_path / "ann")
+    assert resolve_dataset("my_train.json:../pics", root=None) == (tmp_path / "ann/../pics",
+                                                                   tmp_path / "ann/my_train.json")
+    absolute = f"{tmp_path / 'ann/my_train.json'}:{tmp_path / 'pics'}"
+    assert resolve_dataset(absolute, root="/ignored") == (tmp_path / "pics", tmp_path / "ann/my_train.json")
+    with pytest.raises(FileNotFoundError, match="Annotation file .* not found: .*ann/other.json"):
+        resolve_dataset("other.json:../pics", None)
+    with pytest.raises(FileNotFoundError, match="Image directory .* not found: .*ann/../photos"):
+        resolve_dataset("my_train.json:../photos", None)
+    with pytest.raises(ValueError, match="no image directory after the ':'"):
+        resolve_dataset("my_train.json:", None)
+    with pytest.raises(ValueError, match="catalog name and needs a data root"):
+        resolve_dataset("coco_2017_train", None)

@@ -9,7 +9,7 @@ import torch.multiprocessing as mp
 from benchmarks.detection.config import get_detection_defaults
 from benchmarks.engine.config import ConfigError, load_config
 from benchmarks.engine.precise_bn import update_bn_stats
-from benchmarks.engine.sampler import InfiniteSampler
+from benchmarks.engine.sampler import GroupedBatchSampler, InfiniteSampler, sample_seed
 from benchmarks.modeling.norm import NaiveSyncBatchNorm
 
 
@@ -22,6 +22,66 @@ def test_sampler_restarts_exactly_and_shards_disjointly():
     rank1 = list(itertools.islice(iter(InfiniteSampler(8, seed=3, rank=1, world_size=2)), 4))
     assert sorted(i for i, _ in rank0 + rank1) == list(range(8))
     assert len({seed for _, seed in rank0 + rank1}) == 8
+
+
+# 23 samples in two groups (say landscape 0, portrait 1), a fixed arbitrary mixture
+GROUPS = [0, 1, 1, 0, 0, 0, 1, 0, 1, 1, 0, 0, 1, 0, 0, 0, 1, 1, 0, 1, 0, 0, 0]
+
+
+def grouped_batches(num_batches, start_batch=0, rank=0, world_size=1, batch_size=4, groups=GROUPS):
+    sampler = InfiniteSampler(len(groups), seed=3, rank=rank, world_size=world_size)
+    batches = GroupedBatchSampler(sampler, groups, batch_size, start_batch=start_batch)
+    return list(itertools.islice(iter(batches), num_batches))
+
+
+def stream_indices(length, rank=0, world_size=1, size=len(GROUPS)):
+    """position -> dataset index of the first ``length`` samples of a rank's stream."""
+    sampler = InfiniteSampler(size, seed=3, rank=rank, world_size=world_size)
+    return dict(itertools.islice(sampler.stream(), length))
+
+
+def test_grouped_batches_are_homogeneous_and_tied_to_stream_positions():
+    batches = grouped_batches(40)
+    assert all(len(batch) == 4 and len({GROUPS[index] for index, _ in batch}) == 1 for batch in batches)
+    assert {GROUPS[batch[0][0]] for batch in batches} == {0, 1}
+    # each item carries the seed of the stream position it was drawn at, and each position is used at most once
+    stream = stream_indices(400)
+    position_of_seed = {sample_seed(3, position): position for position in stream}
+    positions = [position_of_seed[seed] for batch in batches for _, seed in batch]
+    assert all(stream[position_of_seed[seed]] == index for batch in batches for index, seed in batch)
+    assert len(set(positions)) == len(positions) == 160
+    # nothing is lost: the positions not yet used are the partly filled buckets, fewer than a batch per group
+    assert len(set(range(max(positions) + 1)) - set(positions)) < 2 * 4
+
+
+def test_grouped_stream_resumes_exactly():
+    full = grouped_batches(40)
+    for start in (1, 7, 23):
+        assert grouped_batches(40 - start, start_batch=start) == full[start:]
+
+
+def test_grouping_one_group_is_the_consecutive_stream():
+    """Square-only data (the built-in set) batches exactly as without grouping."""
+    batches = grouped_batches(10, groups=[1] * 23)
+    consecutive = list(itertools.islice(iter(InfiniteSampler(23, seed=3, rank=0, world_size=1)), 40))
+    assert [item for batch in batches for item in batch] == consecutive
+
+
+def test_grouping_under_ddp_groups_each_rank_shard():
+    for rank in (0, 1):
+        batches = grouped_batches(10, rank=rank, world_size=2, batch_size=2)
+        assert all(len({GROUPS[index] for index, _ in batch}) == 1 for batch in batches)
+        stream = stream_indices(100, rank=rank, world_size=2)
+        position_of_seed = {sample_seed(3, position): position for position in stream}
+        assert all(position_of_seed[seed] % 2 == rank for batch in batches for _, seed in batch)
+        assert grouped_batches(6, start_batch=4, rank=rank, world_size=2, batch_size=2) == batches[4:]
+
+
+def test_grouped_batch_sampler_needs_the_whole_stream():
+    with pytest.raises(ValueError, match="start 0"):
+        GroupedBatchSampler(InfiniteSampler(23, seed=3, start=5, rank=0, world_size=1), GROUPS, 4)
+    with pytest.raises(ValueError, match="3 group ids for a dataset of 23"):
+        GroupedBatchSampler(InfiniteSampler(23, seed=3, rank=0, world_size=1), [0, 1, 0], 4)
 
 
 def _sync_bn_worker(rank, init_file, inputs, weights, results):

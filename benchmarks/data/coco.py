@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from pycocotools.coco import COCO
 
+from ..modeling.masks import BitMasks, PolygonMasks, polygons_to_bitmask
+
 __all__ = ["DATASET_CATALOG", "resolve_dataset", "load_coco_annotations", "COCODetection"]
 
 logger = logging.getLogger(__name__)
@@ -34,11 +36,24 @@ DATASET_CATALOG = {
 }
 
 
-def resolve_dataset(name: str, root) -> tuple[Path, Path]:
-    """``(image_dir, annotation_file)`` of a catalog dataset under ``root``; both must exist."""
-    if name not in DATASET_CATALOG:
-        raise ValueError(f"Unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASET_CATALOG))}")
-    image_dir, annotation_file = (Path(root) / relative for relative in DATASET_CATALOG[name])
+def resolve_dataset(name: str, root=None) -> tuple[Path, Path]:
+    """``(image_dir, annotation_file)`` of a dataset named in ``DATASETS.TRAIN``/``TEST``; both must exist.
+
+    ``name`` is a catalog name, resolved under the data root ``root``, or ``path/to/ann.json:path/to/image_dir``
+    (Detectron2's ``register_coco_instances`` in config form), relative paths taken from the current directory.
+    """
+    if ".json:" in name:
+        annotation_part, _, image_part = name.partition(".json:")
+        if not image_part:
+            raise ValueError(f"Dataset {name!r} names no image directory after the ':' (ANNOTATIONS.json:IMAGE_DIR)")
+        annotation_file, image_dir = Path(annotation_part + ".json").absolute(), Path(image_part).absolute()
+    elif name in DATASET_CATALOG:
+        if root is None:
+            raise ValueError(f"Dataset {name!r} is a catalog name and needs a data root")
+        image_dir, annotation_file = (Path(root) / relative for relative in DATASET_CATALOG[name])
+    else:
+        raise ValueError(f"Unknown dataset {name!r}; give a catalog name ({', '.join(sorted(DATASET_CATALOG))}) "
+                         "or a COCO annotation file and its image directory as ANNOTATIONS.json:IMAGE_DIR")
     if not annotation_file.is_file():
         raise FileNotFoundError(f"Annotation file of dataset {name!r} not found: {annotation_file}")
     if not image_dir.is_dir():
@@ -158,16 +173,22 @@ class COCODetection(torch.utils.data.Dataset):
 
     ``dataset[i]`` is ``(image, target)``: ``image`` a uint8 3xHxW RGB tensor and ``target`` a dict
     with ``boxes`` (float32 Nx4, absolute XYXY), ``labels`` (int64 N, contiguous 1..K; 0 is the
-    background, as torchvision detection models expect), ``masks`` (uint8 NxHxW, if
-    ``with_masks``) and ``image_id``. Crowd annotations and boxes thinner than one pixel are left
-    out of the target, as in Detectron2's training data; they stay in ``coco`` for evaluation.
+    background, as torchvision detection models expect), ``masks`` (if ``with_masks``: a
+    ``PolygonMasks`` or ``BitMasks`` of the N instances) and ``image_id``. Crowd annotations and
+    boxes thinner than one pixel are left out of the target, as in Detectron2's training data; they
+    stay in ``coco`` for evaluation. Images are read with their EXIF orientation applied, as
+    Detectron2's ``read_image`` does.
 
     Args:
         image_dir: directory that the images' ``file_name`` entries are relative to.
         ann_file: COCO instances json.
-        with_masks: decode instance masks (polygons, compressed or uncompressed RLE).
+        with_masks: return instance masks (polygons, compressed or uncompressed RLE).
         filter_empty: drop images without a usable annotation (for training; evaluate with False).
         transforms: optional callable ``(image, target) -> (image, target)``.
+        mask_format: ``"polygon"`` (Detectron2's default ``INPUT.MASK_FORMAT``): an image whose instances
+            all have polygons gets ``PolygonMasks``; an image with an RLE instance gets ``BitMasks``
+            (Detectron2 cannot make polygons from RLE and fails there). ``"bitmask"``: ``BitMasks``
+            always, polygons rasterised at full resolution.
     """
 
     def __init__(
@@ -177,7 +198,10 @@ class COCODetection(torch.utils.data.Dataset):
         with_masks: bool = True,
         filter_empty: bool = True,
         transforms: Callable | None = None,
+        mask_format: str = "polygon",
     ):
+        if mask_format not in ("polygon", "bitmask"):
+            raise ValueError(f"mask_format must be 'polygon' or 'bitmask', got {mask_format!r}")
         self.image_dir = Path(image_dir)
         self.ann_file = Path(ann_file)
         self.with_masks = with_masks
@@ -238,8 +262,26 @@ class COCODetection(torch.utils.data.Dataset):
             raise ValueError(f"Dataset from {self.ann_file} has no images{reason}")
         self.image_ids = image_ids
 
+        self._polygon_images = set()  # images whose masks are PolygonMasks
+        if with_masks and mask_format == "polygon":
+            self._polygon_images = {
+                image_id for image_id in image_ids
+                if all(isinstance(a["segmentation"], list) for a in self._instances[image_id][2])
+            }
+            if len(self._polygon_images) < len(image_ids):
+                logger.info(
+                    "%d of %d images of %s have RLE instance masks: their mask targets are cropped from bitmasks "
+                    "(MASK_FORMAT 'polygon' needs polygons; Detectron2 would stop at these images).",
+                    len(image_ids) - len(self._polygon_images), len(image_ids), self.ann_file,
+                )
+
     def __len__(self) -> int:
         return len(self.image_ids)
+
+    def image_size(self, index: int) -> tuple[int, int]:
+        """``(height, width)`` of sample ``index`` from the annotation file, without reading the image."""
+        info = self.coco.imgs[self.image_ids[index]]
+        return info["height"], info["width"]
 
     def image_path(self, image_id: int) -> Path:
         return self.image_dir / self.coco.imgs[image_id]["file_name"]
@@ -257,33 +299,56 @@ class COCODetection(torch.utils.data.Dataset):
         path = self.image_path(image_id)
         if not os.path.exists(path):
             raise FileNotFoundError(f"Image file not found: {path} (image id {image_id} in {self.ann_file})")
-        # Stored pixel order, as COCO annotations are made; grayscale, CMYK and 16-bit become 8-bit colour.
+        # cv2 applies the EXIF orientation as Detectron2's read_image does (all 8 orientations agree for JPEG, PNG
+        # and WebP); grayscale, CMYK and 16-bit become 8-bit colour.
         try:
             encoded = np.fromfile(path, dtype=np.uint8)
         except OSError as e:
             raise OSError(f"Cannot read image file {path}: {e}") from e
-        image = cv2.imdecode(encoded, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION) if encoded.size else None
+        image = cv2.imdecode(encoded, cv2.IMREAD_COLOR) if encoded.size else None
         if image is None:
             raise OSError(f"Cannot decode image file {path} (image id {image_id} in {self.ann_file})")
         info = self.coco.imgs[image_id]
-        if image.shape[:2] != (info["height"], info["width"]):
+        expected = (info["height"], info["width"])
+        if image.shape[:2] != expected:
+            stored = cv2.imdecode(encoded, cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION).shape[:2]
+            exif = (
+                "; that is its size before its EXIF orientation is applied, which Detectron2 applies too (the "
+                "annotation was made ignoring it): fix width/height or the file's orientation tag"
+                if stored == expected else ""
+            )
             raise ValueError(
                 f"Image file {path} is {image.shape[1]}x{image.shape[0]} (WxH), but {self.ann_file} "
-                f"says {info['width']}x{info['height']} for image id {image_id}"
+                f"says {info['width']}x{info['height']} for image id {image_id}{exif}"
             )
         return torch.from_numpy(np.ascontiguousarray(image[:, :, ::-1].transpose(2, 0, 1)))
 
-    def _masks(self, image_id: int, annotations: list[dict]) -> np.ndarray:
+    def _polygons(self, annotation: dict) -> list[np.ndarray]:
+        # Coordinates are checked here, per image read, rather than all of them when the file is loaded.
+        if not all(is_finite_number(v) for polygon in annotation["segmentation"] for v in polygon):
+            raise ValueError(f"Annotation id {annotation['id']} in {self.ann_file} has a polygon coordinate "
+                             "that is not a finite number")
+        return [np.asarray(polygon, dtype=np.float64) for polygon in annotation["segmentation"]]
+
+    def _polygon_masks(self, image_id: int, annotations: list[dict]) -> PolygonMasks:
         info = self.coco.imgs[image_id]
-        masks = np.zeros((len(annotations), info["height"], info["width"]), dtype=np.uint8)
+        return PolygonMasks([self._polygons(a) for a in annotations], (info["height"], info["width"]))
+
+    def _bitmasks(self, image_id: int, annotations: list[dict]) -> BitMasks:
+        """Full-image masks; polygons rasterised as Detectron2's polygons_to_bitmask does."""
+        height, width = self.coco.imgs[image_id]["height"], self.coco.imgs[image_id]["width"]
+        masks = np.zeros((len(annotations), height, width), dtype=bool)
         for i, annotation in enumerate(annotations):
+            if isinstance(annotation["segmentation"], list):
+                masks[i] = polygons_to_bitmask(self._polygons(annotation), height, width)
+                continue
             try:
                 masks[i] = self.coco.annToMask(annotation)
             except (TypeError, ValueError) as e:  # pycocotools does not say which annotation failed
                 raise ValueError(
                     f"Cannot decode the segmentation of annotation id {annotation['id']} in {self.ann_file}: {e}"
                 ) from e
-        return masks
+        return BitMasks(torch.from_numpy(masks))
 
     def __getitem__(self, index: int):
         image_id = self.image_ids[index]
@@ -291,7 +356,8 @@ class COCODetection(torch.utils.data.Dataset):
         boxes, labels, annotations = self._instances[image_id]
         target = {"boxes": torch.tensor(boxes), "labels": torch.tensor(labels), "image_id": image_id}
         if self.with_masks:
-            target["masks"] = torch.from_numpy(self._masks(image_id, annotations))
+            masks = self._polygon_masks if image_id in self._polygon_images else self._bitmasks
+            target["masks"] = masks(image_id, annotations)
         if self.transforms is not None:
             image, target = self.transforms(image, target)
         return image, target

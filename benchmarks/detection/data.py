@@ -1,10 +1,14 @@
-"""Training and test input pipelines: Detectron2's ResizeShortestEdge + horizontal flip on COCO-format data."""
+"""Training and test input pipelines: Detectron2's ResizeShortestEdge + horizontal flip on COCO-format data.
+
+Targets carry their masks as ``PolygonMasks`` or ``BitMasks`` (benchmarks.modeling.masks), which resize and
+flip with the image.
+"""
 import torch
 import torchvision.transforms.v2.functional as TF
 from torch.utils.data import DataLoader, Dataset
 
 from ..engine.distributed import get_rank, get_world_size
-from ..engine.sampler import InfiniteSampler, SeededSamples
+from ..engine.sampler import GroupedBatchSampler, InfiniteSampler, SeededSamples
 
 
 def shortest_edge_size(height: int, width: int, short_edge: int, max_size: int):
@@ -38,11 +42,7 @@ def resize_sample(image, target, size):
     scale = torch.tensor([new_w / width, new_h / height, new_w / width, new_h / height])
     target["boxes"] = target["boxes"] * scale
     if "masks" in target:
-        masks = target["masks"]
-        target["masks"] = (
-            TF.resize(masks, [new_h, new_w], interpolation=TF.InterpolationMode.NEAREST_EXACT)
-            if len(masks) else masks.new_zeros((0, new_h, new_w))
-        )
+        target["masks"] = target["masks"].resize(new_h, new_w)
     return image, target
 
 
@@ -54,12 +54,22 @@ def hflip_sample(image, target):
     boxes[:, [0, 2]] = width - target["boxes"][:, [2, 0]]
     target["boxes"] = boxes
     if "masks" in target:
-        target["masks"] = target["masks"].flip(-1)
+        target["masks"] = target["masks"].hflip()
     return image, target
 
 
+def is_bgr(cfg) -> bool:
+    """Whether the model takes BGR images (INPUT.FORMAT "BGR", Detectron2's convention for MSRA weights)."""
+    if cfg.INPUT.FORMAT not in ("RGB", "BGR"):
+        raise ValueError(f"INPUT.FORMAT must be 'RGB' or 'BGR', got {cfg.INPUT.FORMAT!r}")
+    return cfg.INPUT.FORMAT == "BGR"
+
+
 class TrainingSamples(Dataset):
-    """Read, resize to a sampled short edge, flip. Random draws use the torch RNG that SeededSamples seeds."""
+    """Read, resize to a sampled short edge, flip, drop empty instances (Detectron2's filter_empty_instances).
+
+    Random draws use the torch RNG that SeededSamples seeds.
+    """
 
     def __init__(self, dataset, cfg):
         if cfg.INPUT.RANDOM_FLIP not in ("horizontal", "none"):
@@ -69,6 +79,7 @@ class TrainingSamples(Dataset):
         self.sampling = cfg.INPUT.MIN_SIZE_TRAIN_SAMPLING
         self.max_size = cfg.INPUT.MAX_SIZE_TRAIN
         self.flip = cfg.INPUT.RANDOM_FLIP == "horizontal"
+        self.bgr = is_bgr(cfg)
 
     def __len__(self):
         return len(self.dataset)
@@ -81,8 +92,10 @@ class TrainingSamples(Dataset):
             image, target = hflip_sample(image, target)
         boxes = target["boxes"]
         keep = ((boxes[:, 2] - boxes[:, 0]) > 1e-5) & ((boxes[:, 3] - boxes[:, 1]) > 1e-5)
+        if "masks" in target:
+            keep &= target["masks"].nonempty()
         target = {k: (v[keep] if k in ("boxes", "labels", "masks") else v) for k, v in target.items()}
-        return image, target
+        return image.flip(0) if self.bgr else image, target
 
 
 class TestSamples(Dataset):
@@ -92,6 +105,7 @@ class TestSamples(Dataset):
         self.dataset = dataset
         self.min_size = cfg.INPUT.MIN_SIZE_TEST
         self.max_size = cfg.INPUT.MAX_SIZE_TEST
+        self.bgr = is_bgr(cfg)
 
     def __len__(self):
         return len(self.dataset)
@@ -101,7 +115,7 @@ class TestSamples(Dataset):
         original_size = tuple(image.shape[-2:])
         if self.min_size > 0:
             image, _ = resize_sample(image, None, shortest_edge_size(*original_size, self.min_size, self.max_size))
-        return image, original_size, target["image_id"]
+        return image.flip(0) if self.bgr else image, original_size, target["image_id"]
 
 
 def collate_as_lists(batch):
@@ -116,13 +130,23 @@ def per_rank_batch_size(cfg) -> int:
 
 
 def build_train_loader(cfg, dataset, start_iter: int) -> DataLoader:
-    """An endless loader that, started at ``start_iter``, yields exactly what an uninterrupted run would."""
+    """An endless loader that, started at ``start_iter``, yields exactly what an uninterrupted run would.
+
+    With DATALOADER.ASPECT_RATIO_GROUPING each batch holds only landscape (width > height) or only portrait and
+    square images of ``dataset`` (``dataset.image_size(i)`` is the original ``(height, width)``), grouped per rank
+    as in Detectron2; otherwise a batch is the next ``per_rank_batch_size`` samples of the stream.
+    """
     batch_size = per_rank_batch_size(cfg)
-    sampler = InfiniteSampler(len(dataset), seed=cfg.SEED, start=start_iter * batch_size)
+    if cfg.DATALOADER.ASPECT_RATIO_GROUPING:
+        groups = [0 if width > height else 1 for height, width in map(dataset.image_size, range(len(dataset)))]
+        batching = {"batch_sampler": GroupedBatchSampler(InfiniteSampler(len(dataset), seed=cfg.SEED), groups,
+                                                         batch_size, start_batch=start_iter)}
+    else:
+        batching = {"batch_size": batch_size,
+                    "sampler": InfiniteSampler(len(dataset), seed=cfg.SEED, start=start_iter * batch_size)}
     return DataLoader(
         SeededSamples(TrainingSamples(dataset, cfg)),
-        batch_size=batch_size,
-        sampler=sampler,
+        **batching,
         num_workers=cfg.DATALOADER.NUM_WORKERS,
         collate_fn=collate_as_lists,
         generator=torch.Generator().manual_seed(cfg.SEED),

@@ -34,15 +34,57 @@ class InfiniteSampler(Sampler):
         generator = torch.Generator().manual_seed(self.seed + epoch)
         return torch.randperm(self.size, generator=generator)
 
-    def __iter__(self):
-        position = self.start * self.world_size + self.rank
-        epoch, permutation = None, None
+    def stream(self):
+        """``(stream position, dataset index)`` of this rank's samples from ``start`` on, forever."""
+        first = self.start * self.world_size + self.rank
         while True:
-            if position // self.size != epoch:
-                epoch = position // self.size
-                permutation = self._permutation(epoch)
-            yield int(permutation[position % self.size]), sample_seed(self.seed, position)
-            position += self.world_size
+            epoch = first // self.size
+            permutation = self._permutation(epoch).tolist()  # a list: indexing it per sample is cheap
+            offset, end = epoch * self.size, (epoch + 1) * self.size
+            for position in range(first, end, self.world_size):
+                yield position, permutation[position - offset]
+            first = position + self.world_size
+
+    def __iter__(self):
+        for position, index in self.stream():
+            yield index, sample_seed(self.seed, position)
+
+
+class GroupedBatchSampler(Sampler):
+    """Batches whose samples all come from one group, as Detectron2's AspectRatioGroupedDataset makes them.
+
+    Each sample of ``sampler``'s stream (this rank's shard: under DDP each rank groups its own samples, as in
+    Detectron2) goes to the bucket of its ``group_ids[index]``; a bucket that reaches ``batch_size`` is emitted
+    and emptied. Batches hold ``(dataset_index, sample_seed)`` items, so each sample's
+    augmentations stay tied to its stream position. Which batch comes ``k``-th depends on the bucket contents
+    left by all earlier samples, so a run resumed at batch ``start_batch`` replays the stream from the rank's
+    first sample and drops the first ``start_batch`` batches: integers only, 0.4-0.7 s for 90k iterations of 16
+    images on the reference CPU.
+    """
+
+    def __init__(self, sampler: InfiniteSampler, group_ids, batch_size: int, start_batch: int = 0):
+        if sampler.start:
+            raise ValueError("GroupedBatchSampler replays the stream from its beginning: give a sampler with start 0")
+        if len(group_ids) != sampler.size:
+            raise ValueError(f"{len(group_ids)} group ids for a dataset of {sampler.size} samples")
+        self.sampler = sampler
+        self.group_ids = list(group_ids)
+        self.batch_size = batch_size
+        self.start_batch = start_batch
+
+    def __iter__(self):
+        group_ids, batch_size, seed = self.group_ids, self.batch_size, self.sampler.seed
+        buckets = {group: [] for group in set(group_ids)}
+        to_skip = self.start_batch
+        for item in self.sampler.stream():
+            bucket = buckets[group_ids[item[1]]]
+            bucket.append(item)
+            if len(bucket) == batch_size:
+                if to_skip:
+                    to_skip -= 1
+                else:
+                    yield [(index, sample_seed(seed, position)) for position, index in bucket]
+                bucket.clear()
 
 
 class SeededSamples(Dataset):
