@@ -12,8 +12,8 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from tqdm import tqdm
 
-from ..engine.distributed import all_gather_object, is_main_process
-from .rcnn_c4 import postprocess_detections
+from ..engine.distributed import gather_object, is_main_process
+from ..modeling.postprocessing import detector_postprocess
 
 logger = logging.getLogger("transferlab")
 
@@ -43,7 +43,8 @@ def detections_to_coco_json(detection: dict, image_id: int, contiguous_to_coco: 
 
 @torch.no_grad()
 def run_inference(model, loader, device, contiguous_to_coco: dict, amp_dtype=None) -> list:
-    """Detections of this rank's shard, gathered to every rank as one list of COCO result records."""
+    """Detections of every rank's shard as one list of COCO result records on the main process; ``None`` on the
+    others."""
     model.eval()
     records, start, timed, timed_images = [], time.perf_counter(), 0.0, 0
     progress = tqdm(loader, desc="inference", disable=not is_main_process(), dynamic_ncols=True, leave=False)
@@ -52,7 +53,7 @@ def run_inference(model, loader, device, contiguous_to_coco: dict, amp_dtype=Non
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             outputs = model([img.to(device) for img in images])
         for output, image, original_size, image_id in zip(outputs, images, original_sizes, image_ids):
-            detection = postprocess_detections(output, image.shape[-2:], original_size)
+            detection = detector_postprocess(output, image.shape[-2:], original_size)
             records.extend(detections_to_coco_json(detection, image_id, contiguous_to_coco))
         if timed_images >= 2:  # the first images pay for allocator and kernel warm-up
             timed += time.perf_counter() - tic
@@ -60,19 +61,19 @@ def run_inference(model, loader, device, contiguous_to_coco: dict, amp_dtype=Non
     if timed_images > 2:
         logger.info("Inference: %d images in %.1f s on this process (%.3f s / image after warm-up)",
                     timed_images, time.perf_counter() - start, timed / (timed_images - 2))
-    return [record for shard in all_gather_object(records) for record in shard]
-
-
-def _empty_results(coco_gt: COCO) -> COCO:
-    coco_dt = COCO()
-    coco_dt.dataset = {"images": coco_gt.dataset["images"], "categories": coco_gt.dataset["categories"],
-                       "annotations": []}
-    coco_dt.createIndex()
-    return coco_dt
+    shards = gather_object(records)
+    return [record for shard in shards for record in shard] if shards is not None else None
 
 
 def evaluate_coco(coco_gt: COCO, results: list, iou_types=("bbox",)) -> dict:
-    """AP, AP50, AP75, APs, APm, APl (percent, NaN where pycocotools gives -1) and per-class AP per IoU type."""
+    """AP, AP50, AP75, APs, APm, APl (percent, NaN where pycocotools gives -1) and per-class AP per IoU type.
+
+    No detections at all give NaN for every metric with a warning, as Detectron2's COCOEvaluator reports it
+    (an AP of 0 would read as a measured result).
+    """
+    if not results:
+        logger.warning("No detections from the model: every metric is NaN")
+        return {iou_type: {name: float("nan") for name in COCO_METRICS} for iou_type in iou_types}
     metrics = {}
     for iou_type in iou_types:
         records = results
@@ -82,7 +83,7 @@ def evaluate_coco(coco_gt: COCO, results: list, iou_types=("bbox",)) -> dict:
             for record in records:
                 record.pop("bbox", None)
         with contextlib.redirect_stdout(io.StringIO()) as printed:
-            coco_dt = coco_gt.loadRes(records) if records else _empty_results(coco_gt)
+            coco_dt = coco_gt.loadRes(records)
             evaluator = COCOeval(coco_gt, coco_dt, iou_type)
             evaluator.evaluate()
             evaluator.accumulate()

@@ -10,8 +10,9 @@ from ..engine.seed import seed_everything
 from ..engine.solver import build_sgd
 from ..engine.trainer import amp_dtype
 from ..modeling.norm import resolve_norm
+from ..modeling.rcnn import build_rcnn_c4
+from .config import validate_detection_config
 from .data import build_test_loader, build_train_loader
-from .rcnn_c4 import build_rcnn_c4
 from .train_net import detection_losses, load_datasets
 
 logger = logging.getLogger("transferlab")
@@ -24,6 +25,7 @@ def _median(values):
 
 def measure_speed(cfg, train_iters: int = 10, inference_images: int = 20, warmup: int = 3) -> dict:
     """Median seconds per training iteration (forward, backward, SGD step) and per test image, after warm-up."""
+    validate_detection_config(cfg)
     device = current_device()
     train_set, test_set = load_datasets(cfg)
     seed_everything(cfg.SEED)

@@ -10,18 +10,20 @@ from converters import load_backbone
 from converters.io import atomic_write_text
 
 from ..data.builtin import builtin_data_root
-from ..data.coco import COCODetection, resolve_dataset
+from ..data.coco import DATASET_CATALOG, COCODetection, resolve_dataset
 from ..diagnosis.report import diagnose
 from ..engine.checkpoint import Checkpointer
 from ..engine.distributed import current_device, get_rank, get_world_size, is_main_process
+from ..engine.events import EventWriter
 from ..engine.precise_bn import update_bn_stats
 from ..engine.seed import seed_everything
 from ..engine.solver import build_lr_scheduler, build_sgd
 from ..engine.trainer import IterationTrainer, TrainingSchedule, amp_dtype
 from ..modeling.norm import resolve_norm
+from ..modeling.rcnn import build_rcnn_c4, load_backbone_weights
+from .config import validate_detection_config
 from .data import build_test_loader, build_train_loader
 from .evaluation import evaluate_coco, results_table, run_inference
-from .rcnn_c4 import build_rcnn_c4, load_backbone_weights
 
 logger = logging.getLogger("transferlab")
 
@@ -49,16 +51,19 @@ def scale_to_world_size(cfg):
     return cfg
 
 
-def dataset_root(cfg) -> Path:
-    return Path(cfg.DATASETS.ROOT) if cfg.DATASETS.ROOT else builtin_data_root()
+def dataset_root(cfg):
+    """``DATASETS.ROOT``; else the built-in data when a catalog name needs a root; else none (path pairs only)."""
+    if cfg.DATASETS.ROOT:
+        return Path(cfg.DATASETS.ROOT)
+    if any(name in DATASET_CATALOG for name in (*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST)):
+        return builtin_data_root()
+    return None
 
 
 def load_datasets(cfg):
-    if len(cfg.DATASETS.TRAIN) != 1 or len(cfg.DATASETS.TEST) != 1:
-        raise NotImplementedError("training or testing on several datasets at once is not implemented; "
-                                  "give one name in DATASETS.TRAIN and one in DATASETS.TEST")
     root = dataset_root(cfg)
-    train_set = COCODetection(*resolve_dataset(cfg.DATASETS.TRAIN[0], root), with_masks=cfg.MODEL.MASK_ON)
+    train_set = COCODetection(*resolve_dataset(cfg.DATASETS.TRAIN[0], root), with_masks=cfg.MODEL.MASK_ON,
+                              mask_format=cfg.INPUT.MASK_FORMAT)
     test_set = COCODetection(*resolve_dataset(cfg.DATASETS.TEST[0], root), with_masks=False, filter_empty=False)
     for dataset in (train_set, test_set):
         dataset.check_images()
@@ -96,7 +101,7 @@ def detection_losses(device):
     def compute(model, batch):
         images, targets = batch
         images = [image.to(device, non_blocking=True) for image in images]
-        targets = [{k: v.to(device) if torch.is_tensor(v) else v for k, v in t.items()} for t in targets]
+        targets = [{k: v.to(device) if hasattr(v, "to") else v for k, v in t.items()} for t in targets]
         return model(images, targets)
     return compute
 
@@ -124,6 +129,7 @@ def write_diagnosis(cfg, output_dir: Path, coco_gt, results: list, iou_types) ->
 
 def run(cfg, resume: bool = False, eval_only: bool = False) -> dict:
     """Train (or resume) and evaluate; returns the final metrics on the main process."""
+    validate_detection_config(cfg)
     cfg = scale_to_world_size(cfg)
     output_dir = Path(cfg.OUTPUT_DIR)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -165,15 +171,22 @@ def run(cfg, resume: bool = False, eval_only: bool = False) -> dict:
     iou_types = ("bbox", "segm") if cfg.MODEL.MASK_ON else ("bbox",)
     compute_losses = detection_losses(device)
 
+    events = EventWriter(output_dir)
+
     def evaluate(iteration: int):
+        """Every evaluation goes to the log and events.jsonl; the final one (end of training, or --eval-only)
+        also writes metrics.json, the detections and the diagnosis."""
         results = run_inference(model, test_loader, device, test_set.contiguous_to_coco_id,
                                 amp_dtype(device, cfg.SOLVER.AMP.ENABLED))
         if not is_main_process():
             return None
         metrics = evaluate_coco(test_set.coco, results, iou_types)
-        write_results(output_dir, metrics, results)
-        write_diagnosis(cfg, output_dir, test_set.coco, results, iou_types)
+        events.write(iteration, {f"{iou_type}/{name}": value for iou_type, stats in metrics.items()
+                                 for name, value in stats.items()})
         logger.info("Evaluation at iteration %d on %s:\n%s", iteration, cfg.DATASETS.TEST[0], results_table(metrics))
+        if eval_only or iteration >= cfg.SOLVER.MAX_ITER:
+            write_results(output_dir, metrics, results)
+            write_diagnosis(cfg, output_dir, test_set.coco, results, iou_types)
         return metrics
 
     def precise_bn(iteration: int):
@@ -182,7 +195,9 @@ def run(cfg, resume: bool = False, eval_only: bool = False) -> dict:
             update_bn_stats(train_model, iter(batches), compute_losses, cfg.TEST.PRECISE_BN.NUM_ITER)
 
     if eval_only:
-        return evaluate(start_iter)
+        metrics = evaluate(start_iter)
+        events.close()
+        return metrics
 
     clip = cfg.SOLVER.CLIP_GRADIENTS
     schedule = TrainingSchedule(
@@ -196,7 +211,9 @@ def run(cfg, resume: bool = False, eval_only: bool = False) -> dict:
     trainer = IterationTrainer(
         train_model, optimizer, scheduler, checkpointer, schedule,
         make_train_iterator=lambda start: build_train_loader(cfg, train_set, start),
-        compute_losses=compute_losses, device=device, amp=cfg.SOLVER.AMP.ENABLED,
+        compute_losses=compute_losses, device=device, events=events, amp=cfg.SOLVER.AMP.ENABLED,
         evaluate=evaluate, before_evaluate=precise_bn,
     )
-    return trainer.train(start_iter)
+    metrics = trainer.train(start_iter)
+    events.close()
+    return metrics

@@ -61,6 +61,16 @@ def all_gather_object(obj) -> list:
     return gathered
 
 
+def gather_object(obj):
+    """Every rank's ``obj`` in rank order on the main process (``None`` elsewhere), e.g. one shard of detections
+    each: only the main process evaluates, so the others need not hold the whole result."""
+    if not is_distributed():
+        return [obj]
+    gathered = [None] * get_world_size() if is_main_process() else None
+    dist.gather_object(obj, gathered, dst=0)
+    return gathered
+
+
 @torch.no_grad()
 def concat_all_gather(tensor: torch.Tensor) -> torch.Tensor:
     """Concatenate a tensor from all ranks along dim 0; no gradient flows back."""

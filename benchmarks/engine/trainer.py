@@ -1,5 +1,6 @@
 """An iteration-based training loop with the guarantees long GPU runs need: periodic atomic checkpoints,
-exact resume, DDP, mixed precision, gradient clipping, progress with ETA, and periodic evaluation."""
+exact resume, DDP, mixed precision, gradient clipping, progress with ETA, training events, and periodic
+evaluation."""
 import datetime
 import logging
 import math
@@ -12,6 +13,7 @@ from tqdm import tqdm
 
 from .checkpoint import Checkpointer
 from .distributed import is_main_process, reduce_scalars
+from .events import EventWriter, peak_memory_mb
 
 logger = logging.getLogger("transferlab")
 
@@ -39,7 +41,7 @@ class IterationTrainer:
 
     def __init__(self, model, optimizer, scheduler, checkpointer: Checkpointer, schedule: TrainingSchedule,
                  make_train_iterator: Callable[[int], object], compute_losses: Callable, device: torch.device,
-                 amp: bool = False, evaluate: Callable[[int], dict] | None = None,
+                 events: EventWriter, amp: bool = False, evaluate: Callable[[int], dict] | None = None,
                  before_evaluate: Callable[[int], None] | None = None):
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.checkpointer = checkpointer
@@ -49,6 +51,7 @@ class IterationTrainer:
         self.device = device
         self.amp_dtype = amp_dtype(device, amp)
         self.scaler = checkpointer.scaler
+        self.events = events
         self.evaluate = evaluate
         self.before_evaluate = before_evaluate
 
@@ -87,13 +90,27 @@ class IterationTrainer:
         values["total_loss"] = total.detach().item()
         return values
 
-    def _run_evaluation(self, iteration: int) -> dict:
-        if self.before_evaluate is not None:
-            self.before_evaluate(iteration)
-        return self.evaluate(iteration)
+    def _log(self, done: int, window: list, window_time: float, window_data_time: float, lr: float) -> None:
+        schedule = self.schedule
+        means = reduce_scalars({k: sum(w[k] for w in window) / len(window) for k in window[0]})
+        seconds_per_iter = window_time / len(window)
+        eta = datetime.timedelta(seconds=int(seconds_per_iter * (schedule.max_iter - done)))
+        memory = peak_memory_mb(self.device)
+        logger.info("iter %d/%d  %s  lr %.5g  %.3f s/iter  data %.3f s  mem %.0f MB  eta %s", done, schedule.max_iter,
+                    "  ".join(f"{k} {v:.4f}" for k, v in means.items()), lr, seconds_per_iter,
+                    window_data_time / len(window), memory, eta)
+        self.events.write(done, {**means, "lr": lr, "time": seconds_per_iter,
+                                 "data_time": window_data_time / len(window), "peak_memory_mb": memory})
+        if not all(math.isfinite(v) for v in means.values()):
+            raise FloatingPointError(f"non-finite mean loss over the last window at iteration {done}")
 
     def train(self, start_iter: int) -> dict | None:
-        """Train from ``start_iter`` to ``max_iter``; returns the final evaluation (if any)."""
+        """Train from ``start_iter`` to ``max_iter``; returns the final evaluation (if any).
+
+        At an evaluation step the order is Detectron2's: ``before_evaluate`` (precise BN), the checkpoint
+        (``model_final`` at the end), then the evaluation. The checkpoint thus holds what was evaluated, and a
+        crash in evaluation costs no training.
+        """
         schedule = self.schedule
         metrics = None
         logger.info("Training from iteration %d to %d", start_iter, schedule.max_iter)
@@ -101,39 +118,38 @@ class IterationTrainer:
         data = iter(self.make_train_iterator(start_iter))
         progress = tqdm(total=schedule.max_iter, initial=start_iter, desc="train", dynamic_ncols=True,
                         disable=not is_main_process())
-        started, window_time, window_losses = time.perf_counter(), 0.0, []
+        started, window_time, window_data_time, window = time.perf_counter(), 0.0, 0.0, []
         for iteration in range(start_iter, schedule.max_iter):
             tic = time.perf_counter()
             batch = next(data)
+            window_data_time += time.perf_counter() - tic
             lr = self.optimizer.param_groups[0]["lr"]
-            window_losses.append(self._step(batch, iteration))
+            window.append(self._step(batch, iteration))
             window_time += time.perf_counter() - tic
             done = iteration + 1
             progress.update(1)
-            progress.set_postfix(loss=f"{window_losses[-1]['total_loss']:.3f}", lr=f"{lr:.2e}")
+            progress.set_postfix(loss=f"{window[-1]['total_loss']:.3f}", lr=f"{lr:.2e}")
 
             if done % schedule.log_period == 0 or done == schedule.max_iter:
-                means = {k: sum(w[k] for w in window_losses) / len(window_losses) for k in window_losses[0]}
-                means = reduce_scalars(means)
-                seconds_per_iter = window_time / len(window_losses)
-                eta = datetime.timedelta(seconds=int(seconds_per_iter * (schedule.max_iter - done)))
-                logger.info("iter %d/%d  %s  lr %.5g  %.3f s/iter  eta %s", done, schedule.max_iter,
-                            "  ".join(f"{k} {v:.4f}" for k, v in means.items()), lr, seconds_per_iter, eta)
-                if not all(math.isfinite(v) for v in means.values()):
-                    raise FloatingPointError(f"non-finite mean loss over the last window at iteration {done}")
-                window_time, window_losses = 0.0, []
+                self._log(done, window, window_time, window_data_time, lr)
+                window_time, window_data_time, window = 0.0, 0.0, []
 
             final = done == schedule.max_iter
-            if self.evaluate is not None and (final or (schedule.eval_period and done % schedule.eval_period == 0)):
+            evaluate = self.evaluate is not None and (final or (schedule.eval_period
+                                                                and done % schedule.eval_period == 0))
+            if evaluate and self.before_evaluate is not None:
                 progress.clear()
-                metrics = self._run_evaluation(done)
-                self.model.train()
+                self.before_evaluate(done)
             if final:
                 self.checkpointer.save("model_final", done)
             elif schedule.checkpoint_period and done % schedule.checkpoint_period == 0:
                 self.checkpointer.save(f"model_{done - 1:07d}", done)
+            if evaluate:
+                progress.clear()
+                metrics = self.evaluate(done)
+                self.model.train()
         progress.close()
         if start_iter >= schedule.max_iter and self.evaluate is not None:
-            metrics = self._run_evaluation(start_iter)
+            metrics = self.evaluate(start_iter)
         logger.info("Training took %s", datetime.timedelta(seconds=int(time.perf_counter() - started)))
         return metrics

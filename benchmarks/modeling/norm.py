@@ -26,13 +26,15 @@ class NaiveSyncBatchNorm(nn.BatchNorm2d):
         channels = input.shape[1]
         x = input.float()
         count = x.numel() // channels
-        sums = torch.cat([x.sum(dim=[0, 2, 3]), (x * x).sum(dim=[0, 2, 3]), x.new_full((1,), float(count))])
-        sums = differentiable_all_reduce(sums)
+        sums = differentiable_all_reduce(torch.cat([x.sum(dim=[0, 2, 3]), x.new_full((1,), float(count))]))
         total = sums[-1].detach()
         if total.item() == 0:
             return input + 0.0 * sum(p.sum() for p in self.parameters())
         mean = sums[:channels] / total
-        var = (sums[channels:2 * channels] / total - mean * mean).clamp_min(0.0)
+        # the variance from squares about the global mean: E[x^2] - mean^2 loses float32 digits in its
+        # cancellation, and its gradient amplifies the loss through a deep stack of BNs
+        centered = x - mean.view(1, -1, 1, 1)
+        var = differentiable_all_reduce((centered * centered).sum(dim=[0, 2, 3])) / total
         with torch.no_grad():
             self.num_batches_tracked.add_(1)
             # momentum None is BN's cumulative average, which precise BN relies on
@@ -40,9 +42,7 @@ class NaiveSyncBatchNorm(nn.BatchNorm2d):
             unbiased = var * total / (total - 1).clamp_min(1.0)
             self.running_mean.mul_(1 - momentum).add_(momentum * mean.detach())
             self.running_var.mul_(1 - momentum).add_(momentum * unbiased.detach())
-        scale = self.weight * torch.rsqrt(var + self.eps)
-        shift = self.bias - mean * scale
-        out = x * scale.view(1, -1, 1, 1) + shift.view(1, -1, 1, 1)
+        out = centered * (self.weight * torch.rsqrt(var + self.eps)).view(1, -1, 1, 1) + self.bias.view(1, -1, 1, 1)
         return out.to(input.dtype)
 
 

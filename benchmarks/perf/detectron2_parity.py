@@ -1,0 +1,266 @@
+#!/usr/bin/env python
+"""Check transferlab's R50-C4 against Detectron2's with identical weights, on a non-square image.
+
+  /path/to/venv-with-detectron2/bin/python benchmarks/perf/detectron2_parity.py [--size 800 1067] [--masks]
+
+Needs Detectron2 importable in the running Python (it is never a dependency of transferlab: build it from its
+source into a separate venv that also has this checkout installed) and says so plainly when it is absent.
+Builds Detectron2's model from MoCo's protocol config (``configs/detectron2/coco_R_50_C4_1x_moco.yaml``, with
+MoCo's ``Res5ROIHeadsExtraNorm`` registered here as MoCo's ``train_net.py`` does) and transferlab's from
+``configs/detection/coco_R_50_C4_1x.yaml``, gives both the same random weights and non-trivial BN statistics,
+and compares, in eval mode and float32:
+
+- the normalised, padded input batch and the res4 features;
+- the anchors;
+- the RPN's objectness logits and deltas, and the proposals after top-k, clipping and NMS;
+- on the same proposals: the RoI head's class scores and box deltas, then the final detections (boxes, scores,
+  classes, mask probabilities);
+- the detections at the original image size (rescaled boxes, pasted masks);
+- with ``--losses``: every training loss on the same image and ground truth (polygon masks), with sampling made
+  deterministic by sampling every anchor and every proposal.
+
+Prints the largest absolute difference of each and exits non-zero if any exceeds its tolerance.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+try:
+    import detectron2  # noqa: F401
+except ImportError:
+    sys.exit("detectron2_parity.py: Detectron2 is not installed in this Python, so nothing was compared. Build it "
+             "from its source into a separate venv (pip install --no-build-isolation . in a checkout of "
+             "facebookresearch/detectron2), install this checkout there too, and run this script with that venv.")
+
+from detectron2.config import get_cfg  # noqa: E402
+from detectron2.layers import get_norm  # noqa: E402
+from detectron2.modeling import build_model  # noqa: E402
+from detectron2.modeling.postprocessing import detector_postprocess as d2_detector_postprocess  # noqa: E402
+from detectron2.modeling.roi_heads import ROI_HEADS_REGISTRY, Res5ROIHeads  # noqa: E402
+from detectron2.structures import Boxes, Instances, PolygonMasks  # noqa: E402
+from detectron2.utils.events import EventStorage  # noqa: E402
+
+from benchmarks.detection.config import get_detection_defaults  # noqa: E402
+from benchmarks.engine.config import load_config  # noqa: E402
+from benchmarks.modeling.postprocessing import detector_postprocess  # noqa: E402
+from benchmarks.modeling.rcnn import build_rcnn_c4  # noqa: E402
+from converters import to_detectron2_names  # noqa: E402
+
+# Relative to max(1, largest magnitude). float32 on the same kernels: differences come only from summation order
+# (transferlab's CPU RoIAlign is a matrix product; Detectron2 calls torchvision's kernel).
+TOLERANCES = {"input": 0.0, "res4": 1e-5, "anchors": 0.0, "rpn logits": 1e-5, "rpn deltas": 1e-5,
+              "proposals": 1e-5, "box scores": 1e-5, "box deltas": 1e-5, "boxes": 1e-5, "scores": 1e-5,
+              "classes": 0.0, "mask probs": 1e-5, "pasted masks (pixels)": 0.0, "losses": 1e-5}
+
+
+if "Res5ROIHeadsExtraNorm" not in ROI_HEADS_REGISTRY:
+    @ROI_HEADS_REGISTRY.register()
+    class Res5ROIHeadsExtraNorm(Res5ROIHeads):
+        """MoCo's detection/train_net.py head: res5 followed by an extra norm."""
+
+        @classmethod
+        def _build_res5_block(cls, cfg):
+            seq, out_channels = super()._build_res5_block(cfg)
+            seq.add_module("norm", get_norm(cfg.MODEL.RESNETS.NORM, out_channels))
+            return seq, out_channels
+
+
+def build_models(num_classes: int, overrides: list):
+    ours_cfg = load_config(get_detection_defaults(), REPO / "configs/detection/coco_R_50_C4_1x.yaml",
+                           ["MODEL.ROI_HEADS.NUM_CLASSES", str(num_classes), *overrides])
+    ours = build_rcnn_c4(ours_cfg, "BN")
+    d2_cfg = get_cfg()
+    d2_cfg.merge_from_file(str(REPO / "configs/detectron2/coco_R_50_C4_1x_moco.yaml"))
+    d2_cfg.merge_from_list(["MODEL.DEVICE", "cpu", "MODEL.RESNETS.NORM", "BN",
+                            "MODEL.ROI_HEADS.NUM_CLASSES", str(num_classes), *overrides])
+    theirs = build_model(d2_cfg)
+    return ours, theirs
+
+
+def randomize(model, image: torch.Tensor, seed: int) -> None:
+    """Random weights with realistic activations: BN statistics measured on the image (as a pretrained model's
+    would be), then BN affine parameters and head biases moved off their initial values so no mismatch hides."""
+    generator = torch.Generator().manual_seed(seed)
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None
+    model.train()
+    batch, sizes = model.preprocess([image])
+    features = model.backbone(batch)
+    height, width = sizes[0]
+    corners = torch.rand(64, 2, generator=generator) * torch.tensor([width * 0.7, height * 0.7])
+    extents = torch.rand(64, 2, generator=generator) * torch.tensor([width * 0.3, height * 0.3]) + 16
+    model.roi_heads._shared_roi_transform(features, [torch.cat([corners, corners + extents], dim=1)])
+    model.eval()
+    with torch.no_grad():
+        for bn in norms:
+            bn.momentum = 0.1
+            bn.weight.copy_(torch.rand(bn.num_features, generator=generator) + 0.5)
+            bn.bias.copy_(torch.randn(bn.num_features, generator=generator) * 0.1)
+        for name, param in model.named_parameters():
+            if name.endswith("bias") and name.startswith(("proposal_generator.", "roi_heads.box_predictor.",
+                                                          "roi_heads.mask_head.")):
+                param.add_(torch.randn(param.shape, generator=generator) * 0.05)
+
+
+def ours_to_detectron2(state: dict) -> dict:
+    """transferlab's detector state dict in Detectron2's names: the trunk and res5 renamed, the heads as they are."""
+    out = {}
+    trunk = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    out.update({f"backbone.{k}": v for k, v in to_detectron2_names(trunk).items()})
+    res5 = {f"layer4.{k[len('roi_heads.res5.'):]}": v for k, v in state.items()
+            if k.startswith("roi_heads.res5.") and not k.startswith("roi_heads.res5.norm.")}
+    out.update({f"roi_heads.{k}": v for k, v in to_detectron2_names(res5).items()})
+    out.update({k: v for k, v in state.items() if k.startswith(("roi_heads.res5.norm.", "proposal_generator.",
+                                                                  "roi_heads.box_predictor.", "roi_heads.mask_head."))
+                and not k.endswith("num_batches_tracked")})
+    return out
+
+
+def max_diff(a, b) -> float:
+    """Largest absolute difference relative to the larger of 1 and the largest magnitude in ``b``."""
+    a, b = torch.as_tensor(a).float(), torch.as_tensor(b).float()
+    if a.shape != b.shape:
+        raise AssertionError(f"shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
+    return (a - b).abs().max().item() / max(1.0, b.abs().max().item()) if a.numel() else 0.0
+
+
+def polygon_ground_truth(height: int, width: int, generator: torch.Generator):
+    """Three objects with ellipse polygons inside a ``height`` x ``width`` image, and their boxes and classes."""
+    polygons, boxes = [], []
+    for _ in range(3):
+        w, h = (torch.rand(2, generator=generator) * 0.3 + 0.15).tolist()
+        x, y = (torch.rand(2, generator=generator) * 0.5).tolist()
+        x, y, w, h = x * width, y * height, w * width, h * height
+        angles = np.linspace(0, 2 * np.pi, 16, endpoint=False)
+        polygon = np.stack([x + w / 2 * (1 + np.cos(angles)), y + h / 2 * (1 + np.sin(angles))], 1).ravel()
+        polygons.append([polygon])
+        boxes.append([polygon[0::2].min(), polygon[1::2].min(), polygon[0::2].max(), polygon[1::2].max()])
+    return polygons, torch.tensor(boxes, dtype=torch.float32), torch.tensor([0, 3, 1])
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, nargs=2, default=(800, 1067), metavar=("H", "W"),
+                        help="input (resized) image size; non-square and not a multiple of 16 by default")
+    parser.add_argument("--original-size", type=int, nargs=2, default=(480, 640), metavar=("H", "W"),
+                        help="size the detections are mapped back to")
+    parser.add_argument("--num-classes", type=int, default=80)
+    parser.add_argument("--losses", action="store_true", help="also compare the training losses")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    torch.set_grad_enabled(False)
+
+    height, width = args.size
+    generator = torch.Generator().manual_seed(args.seed)
+    image = torch.randint(0, 256, (3, height, width), generator=generator, dtype=torch.uint8)
+    ours, theirs = build_models(args.num_classes, [])
+    randomize(ours, image, args.seed)
+    theirs.eval()
+    mapped = ours_to_detectron2(ours.state_dict())
+    missing, unexpected = theirs.load_state_dict(mapped, strict=False)
+    if missing or unexpected:
+        raise AssertionError(f"weights do not map one to one: missing {missing}, unexpected {unexpected}")
+    print(f"{len(mapped)} tensors copied into Detectron2's model, none missing or left over")
+    diffs = {}
+
+    batch, sizes = ours.preprocess([image])
+    d2_images = theirs.preprocess_image([{"image": image}])
+    diffs["input"] = max_diff(batch, d2_images.tensor)
+    features = {"res4": ours.backbone(batch)}
+    d2_features = theirs.backbone(d2_images.tensor)
+    diffs["res4"] = max_diff(features["res4"], d2_features["res4"])
+    print(f"image {height}x{width}: res4 {tuple(features['res4'].shape)}")
+
+    anchors = ours.proposal_generator.anchor_generator([features["res4"]])[0]
+    d2_anchors = theirs.proposal_generator.anchor_generator([d2_features["res4"]])[0].tensor
+    diffs["anchors"] = max_diff(anchors, d2_anchors)
+    logits, deltas = ours.proposal_generator.rpn_head([features["res4"]])
+    d2_logits, d2_deltas = theirs.proposal_generator.rpn_head([d2_features["res4"]])
+    diffs["rpn logits"] = max_diff(logits[0], d2_logits[0])
+    diffs["rpn deltas"] = max_diff(deltas[0], d2_deltas[0])
+
+    proposals, _ = ours.proposal_generator(sizes, features)
+    d2_proposals, _ = theirs.proposal_generator(d2_images, d2_features)
+    diffs["proposals"] = max_diff(proposals[0], d2_proposals[0].proposal_boxes.tensor)
+    print(f"{len(proposals[0])} proposals")
+
+    # the RoI heads on the same proposals: Detectron2's
+    shared = [Instances(sizes[0], proposal_boxes=Boxes(proposals[0].clone()))]
+    box_features = ours.roi_heads._shared_roi_transform(features["res4"], proposals)
+    scores, box_deltas = ours.roi_heads.box_predictor(box_features.mean(dim=(2, 3)))
+    d2_box_features = theirs.roi_heads._shared_roi_transform([d2_features["res4"]], [shared[0].proposal_boxes])
+    d2_scores, d2_box_deltas = theirs.roi_heads.box_predictor(d2_box_features.mean(dim=[2, 3]))
+    diffs["box scores"] = max_diff(scores, d2_scores)
+    diffs["box deltas"] = max_diff(box_deltas, d2_box_deltas)
+
+    results, _ = ours.roi_heads(features, proposals, sizes)
+    d2_results, _ = theirs.roi_heads(d2_images, d2_features, shared)
+    ours_det, d2_det = results[0], d2_results[0]
+    if len(ours_det["boxes"]) != len(d2_det):
+        raise AssertionError(f"{len(ours_det['boxes'])} detections vs Detectron2's {len(d2_det)}")
+    diffs["boxes"] = max_diff(ours_det["boxes"], d2_det.pred_boxes.tensor)
+    diffs["scores"] = max_diff(ours_det["scores"], d2_det.scores)
+    diffs["classes"] = max_diff(ours_det["labels"] - 1, d2_det.pred_classes)
+    diffs["mask probs"] = max_diff(ours_det["mask_probs"], d2_det.pred_masks)
+    print(f"{len(d2_det)} detections")
+
+    original = tuple(args.original_size)
+    final = detector_postprocess(ours_det, sizes[0], original)
+    d2_final = d2_detector_postprocess(d2_det, *original)
+    diffs["boxes"] = max(diffs["boxes"], max_diff(final["boxes"], d2_final.pred_boxes.tensor))
+    diffs["pasted masks (pixels)"] = float((final["masks"] != d2_final.pred_masks).sum())
+
+    if args.losses:
+        diffs["losses"] = compare_losses(ours, theirs, image, sizes[0], generator)
+
+    failed = False
+    for name, value in diffs.items():
+        ok = value <= TOLERANCES[name]
+        failed |= not ok
+        print(f"  {name:<24} max |diff| {value:.3g}  (tolerance {TOLERANCES[name]:g}) {'ok' if ok else 'FAILED'}")
+    print("(differences relative to max(1, largest magnitude); pasted masks: pixels that differ)")
+    print("Detectron2 and transferlab agree" if not failed else "Detectron2 and transferlab DIFFER")
+    return 1 if failed else 0
+
+
+def compare_losses(ours, theirs, image, size, generator) -> float:
+    """Training losses on one image with polygon masks; every anchor and proposal sampled, so both sample the same."""
+    from benchmarks.modeling.masks import PolygonMasks as OurPolygonMasks
+    torch.set_grad_enabled(True)
+    for model in (ours, theirs):
+        model.train()
+    for rpn in (ours.proposal_generator, theirs.proposal_generator):
+        rpn.batch_size_per_image = 10**7
+    ours.roi_heads.batch_size_per_image = theirs.roi_heads.batch_size_per_image = 10**7
+    ours.roi_heads.positive_fraction = theirs.roi_heads.positive_fraction = 1.0
+    polygons, boxes, classes = polygon_ground_truth(*size, generator)
+    target = {"boxes": boxes, "labels": classes + 1, "masks": OurPolygonMasks(polygons, size)}
+    instances = Instances(size, gt_boxes=Boxes(boxes.clone()), gt_classes=classes.clone(),
+                          gt_masks=PolygonMasks([[p.copy() for p in object_polygons] for object_polygons in polygons]))
+    # BN layers normalise with batch statistics in training; use their running statistics in both for an exact match
+    for model in (ours, theirs):
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.eval()
+    losses = ours([image], [target])
+    with EventStorage():
+        d2_losses = theirs([{"image": image, "instances": instances}])
+    worst = 0.0
+    for name in sorted(d2_losses):
+        worst = max(worst, abs(losses[name].item() - d2_losses[name].item()) / max(1.0, abs(d2_losses[name].item())))
+        print(f"  {name:<14} transferlab {losses[name].item():.6f}  Detectron2 {d2_losses[name].item():.6f}")
+    return worst
+
+
+if __name__ == "__main__":
+    sys.exit(main())
