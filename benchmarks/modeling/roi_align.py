@@ -2,16 +2,17 @@
 
 torchvision's CPU ``roi_align`` backward is a scalar loop: in the C4 detector on 2 CPU cores it took a
 quarter of every training step. RoIAlign is linear in the features, so for one image it is a matrix
-product ``out = F @ M.T`` with an interpolation matrix ``M`` (RoI bins x feature cells) that holds the
-same bilinear weights, clamping rules and adaptive sampling counts as torchvision. Both passes are then
-BLAS matrix products. ``M`` is dense, so this path is taken only while it stays small (small images,
-as on CPUs); CUDA and large maps use torchvision's kernel.
+product ``out = M @ F`` with a sparse interpolation matrix ``M`` (RoI bins x feature cells) that holds the
+same bilinear weights, clamping rules and adaptive sampling counts as torchvision; the backward pass is
+``M.T @ grad``. Both are sparse-dense products with a few nonzeros per bin: forward and backward together
+take about a tenth of the kernel's time on 2 cores, from the CPU demo's sizes to the paper setting (1024
+channels, 800x1067 input, 512 RoIs: 0.9 s against 8.1 s). CUDA uses torchvision's kernel.
 """
+import warnings
+
 import torch
 from torch import nn
 from torchvision.ops import roi_align
-
-MAX_DENSE_ENTRIES = 32 * 1024 * 1024  # 128 MB of float32 interpolation weights per image
 
 
 def _corners(coord: torch.Tensor, size: int):
@@ -28,7 +29,7 @@ def _corners(coord: torch.Tensor, size: int):
 
 def interpolation_matrix(boxes: torch.Tensor, height: int, width: int, output_size: int, spatial_scale: float,
                          sampling_ratio: int, aligned: bool) -> torch.Tensor:
-    """Dense ``(R * output_size**2, height * width)`` matrix of one image's RoIAlign weights."""
+    """Sparse (CSR) ``(R * output_size**2, height * width)`` matrix of one image's RoIAlign weights."""
     num_rois, out = boxes.shape[0], output_size
     dtype, device = torch.float32, boxes.device
     boxes = boxes.to(dtype) * spatial_scale - (0.5 if aligned else 0.0)
@@ -62,30 +63,36 @@ def interpolation_matrix(boxes: torch.Tensor, height: int, width: int, output_si
     rois = torch.arange(num_rois, device=device)[:, None, None, None, None]
     rows = (rois * out * out + bins.long()[None, :, None, None, None] * out
             + bins.long()[None, None, None, :, None]).expand_as(scale)
-    matrix = torch.zeros(num_rois * out * out, height * width, dtype=dtype, device=device)
+    indices, values = [], []
     for y_idx, wy in ((y_low, wy_low), (y_high, wy_high)):
         for x_idx, wx in ((x_low, wx_low), (x_high, wx_high)):
             cols = (y_idx[:, :, :, None, None] * width + x_idx[:, None, None, :, :]).expand_as(scale)
             weights = wy[:, :, :, None, None] * wx[:, None, None, :, :] * scale
-            matrix.index_put_((rows.reshape(-1), cols.reshape(-1)), weights.reshape(-1), accumulate=True)
-    return matrix
+            nonzero = weights != 0  # padding samples of RoIs with fewer samples than the largest, clamped corners
+            indices.append(torch.stack([rows[nonzero], cols[nonzero]]))
+            values.append(weights[nonzero])
+    size = (num_rois * out * out, height * width)
+    # coalescing sums the weights of corners that coincide (torchvision adds them the same way)
+    matrix = torch.sparse_coo_tensor(torch.cat(indices, dim=1), torch.cat(values), size,
+                                     check_invariants=False).coalesce()  # built in range by construction
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return matrix.to_sparse_csr()
 
 
 class RoIAlign(nn.Module):
-    """``torchvision.ops.RoIAlign`` on a list of per-image boxes, computed as matrix products on CPUs."""
+    """``torchvision.ops.RoIAlign`` on a list of per-image boxes, computed as sparse matrix products on CPUs.
+
+    The CPU result is channels-last, the layout the CPU convolutions after it run fastest in.
+    """
 
     def __init__(self, output_size: int, spatial_scale: float, sampling_ratio: int, aligned: bool):
         super().__init__()
         self.output_size, self.spatial_scale = output_size, spatial_scale
         self.sampling_ratio, self.aligned = sampling_ratio, aligned
 
-    def _use_matrix(self, features: torch.Tensor, boxes: list) -> bool:
-        height, width = features.shape[-2:]
-        largest = max((len(b) for b in boxes), default=0) * self.output_size ** 2 * height * width
-        return features.device.type == "cpu" and largest <= MAX_DENSE_ENTRIES
-
     def forward(self, features: torch.Tensor, boxes: list) -> torch.Tensor:
-        if not self._use_matrix(features, boxes):
+        if features.device.type != "cpu":
             return roi_align(features, [b.to(features.dtype) for b in boxes], self.output_size,
                              self.spatial_scale, self.sampling_ratio, self.aligned)
         channels, height, width = features.shape[1:]
@@ -95,6 +102,7 @@ class RoIAlign(nn.Module):
             for image_features, image_boxes in zip(features.float(), boxes):
                 matrix = interpolation_matrix(image_boxes.detach(), height, width, out, self.spatial_scale,
                                               self.sampling_ratio, self.aligned)
-                values = image_features.reshape(channels, height * width) @ matrix.T
-                pooled.append(values.reshape(channels, len(image_boxes), out, out).transpose(0, 1))
-        return torch.cat(pooled)
+                # (H*W, C): a view of channels-last features; the result comes out channels-last as well
+                values = matrix @ image_features.permute(1, 2, 0).reshape(height * width, channels)
+                pooled.append(values.view(len(image_boxes), out, out, channels).permute(0, 3, 1, 2))
+        return torch.cat(pooled).contiguous(memory_format=torch.channels_last)

@@ -57,7 +57,10 @@ class Res5ROIHeads(nn.Module):
         return sampled
 
     def _shared_roi_transform(self, features, boxes: list):
-        return self.res5(self.pooler(features, boxes))
+        x = self.pooler(features, boxes)
+        if x.device.type == "cpu":  # res5 in the CPU's faster layout, as the trunk (GeneralizedRCNN.preprocess)
+            x = x.contiguous(memory_format=torch.channels_last)
+        return self.res5(x)
 
     def forward(self, features: dict, proposals: list, image_sizes, targets=None):
         x = features[self.in_feature]
