@@ -1,11 +1,13 @@
 """The transfer tasks a user names with ``--task``: which recipe, which engine. A plain dict, no registry."""
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from fvcore.common.config import CfgNode
 
+from .classification import train_net as classification
+from .classification.config import get_classification_defaults
+from .data.builtin import generated_set_version
 from .detection.config import get_detection_defaults
 from .detection.train_net import run as run_detection
 from .engine.config import load_config
@@ -32,13 +34,29 @@ TASKS = {
     ),
 }
 
+# The classification probes share one config tree; each reads its own section (benchmarks/classification/config.py).
+_PROBES = {
+    "linear": ("linear probe on frozen features, cached (default) or augmented protocol (HPT Table 1, appendix A; "
+               "SL-MLP Table 2)", classification.run_linear),
+    "knn": ("cosine kNN, k 20 and 200, temperature-weighted votes (InstDisc, MoCo's monitor)", classification.run_knn),
+    "fewshot": ("5-way 1- and 5-shot episodes, logistic regression on frozen features (Exemplar; SL-MLP Table 4)",
+                classification.run_fewshot),
+    "finetune": ("the whole network on a label budget, HPT appendix A's sweep (HPT's 1000-label finetuning)",
+                 classification.run_finetune),
+    "stagewise": ("linear probes on the stem and each stage's pooled features (SL-MLP Fig. 1)",
+                  classification.run_stagewise),
+}
+for _name, (_description, _run) in _PROBES.items():
+    TASKS[_name] = Task(description=_description, paper_config="classification/probe_R_50.yaml",
+                        demo_config="classification/probe_R_50_demo.yaml",
+                        defaults=get_classification_defaults, run=_run)
+
 
 # The benchmarks of DESIGN.md that are not built yet: named here so that asking for one says so plainly.
 PLANNED_TASKS = {
     "voc_fasterrcnn": "Faster R-CNN R50-C4 on VOC07+12 with VOC07 11-point AP",
     "bdd_fasterrcnn": "Faster R-CNN R50-C4 on BDD100K",
     "cityscapes_deeplab": "DeepLab-v3 R50-D8 on Cityscapes (mIoU)",
-    "linear_probe": "classification probes on frozen features",
 }
 
 
@@ -49,15 +67,6 @@ def get_task(name: str) -> Task:
     if name not in TASKS:
         raise KeyError(f"unknown task {name!r}; known tasks: " + ", ".join(sorted(TASKS)))
     return TASKS[name]
-
-
-def generated_set_version(data_root):
-    """The ``generator_version`` in ``data_root/manifest.json`` if it is a transferlab generated set, else None."""
-    try:
-        manifest = json.loads((Path(data_root) / "manifest.json").read_text())
-    except (OSError, ValueError):  # no manifest, or someone else's that is not JSON
-        return None
-    return manifest.get("generator_version") if isinstance(manifest, dict) else None
 
 
 def choose_config(task: Task, config_file=None, data_root=None, run_dir=None):

@@ -186,10 +186,15 @@ def small_builtin(monkeypatch, tmp_path):
         ("POOL_IMAGES", 2),
         ("CLASSIFICATION_TRAIN_IMAGES", 2),
         ("CLASSIFICATION_VAL_IMAGES", 2),
+        ("CLASSIFICATION_TEST_IMAGES", 2),
+        ("MULTILABEL_TRAIN_IMAGES", 2),
+        ("MULTILABEL_VAL_IMAGES", 2),
+        ("MULTILABEL_TEST_IMAGES", 2),
     ]:
         monkeypatch.setattr(builtin, name, value)
     monkeypatch.setattr(builtin, "DETECTION_SPEC", SceneSpec(height=48, width=48))
     monkeypatch.setattr(builtin, "SMALL_IMAGE_SPEC", SceneSpec(height=32, width=32))
+    monkeypatch.setattr(builtin, "MULTILABEL_SPEC", SceneSpec(height=32, width=32, max_objects=3, crowd_prob=0.0))
     generated = []
     write = builtin.write_builtin_set
 

@@ -23,6 +23,7 @@ def test_make_data_runs_from_another_directory_without_pythonpath(tmp_path):
     result = subprocess.run(
         [sys.executable, "-c", AS_A_CHECKOUT, str(REPO / "tools" / "make_data.py"), "--out", "data",
          "--train", "2", "--val", "1", "--pool", "2", "--classification-train", "6", "--classification-val", "6",
+         "--classification-test", "2", "--multilabel-train", "2", "--multilabel-val", "1", "--multilabel-test", "1",
          "--image-size", "32", "--small-image-size", "32"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -17,31 +17,35 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks.data import builtin  # noqa: E402
 from benchmarks.engine.cli import output_directory, run_tool  # noqa: E402
 
-COUNT_OPTIONS = ("train", "val", "pool", "classification_train", "classification_val")
+# --NAME sets write_builtin_set's NAME_images; its default is builtin.NAME_IMAGES.
+COUNT_OPTIONS = {
+    "train": "COCO train images",
+    "val": "COCO val images",
+    "pool": "unlabeled pool images",
+    "classification_train": "ImageFolder train images (label: class of the largest object)",
+    "classification_val": "ImageFolder val images",
+    "classification_test": "ImageFolder test images",
+    "multilabel_train": "multi-label train images (labels: every category in the image)",
+    "multilabel_val": "multi-label val images",
+    "multilabel_test": "multi-label test images",
+}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=(
             "Write generated scenes as COCO detection splits (annotations/instances_{train,val}.json, "
-            "train/, val/), an unlabeled pretraining pool (pool/) and ImageFolder classification "
-            "splits (classification/{train,val}/<class>/). The same seed gives identical files."
+            "train/, val/), an unlabeled pretraining pool (pool/), ImageFolder classification "
+            "splits (classification/{train,val,test}/<class>/) and multi-label CSV splits "
+            "(classification_multilabel/{train,val,test}.csv, rows path,label1;label2). "
+            "The same seed gives identical files."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     parser.add_argument("--out", type=Path, required=True, help="output directory (created if missing)")
-    parser.add_argument("--train", type=int, default=builtin.TRAIN_IMAGES, help="COCO train images")
-    parser.add_argument("--val", type=int, default=builtin.VAL_IMAGES, help="COCO val images")
-    parser.add_argument("--pool", type=int, default=builtin.POOL_IMAGES, help="unlabeled pool images")
-    parser.add_argument(
-        "--classification-train",
-        type=int,
-        default=builtin.CLASSIFICATION_TRAIN_IMAGES,
-        help="ImageFolder train images (label: class of the largest object)",
-    )
-    parser.add_argument(
-        "--classification-val", type=int, default=builtin.CLASSIFICATION_VAL_IMAGES, help="ImageFolder val images"
-    )
+    for name, help_text in COUNT_OPTIONS.items():
+        option = f"--{name.replace('_', '-')}"
+        parser.add_argument(option, type=int, default=getattr(builtin, f"{name.upper()}_IMAGES"), help=help_text)
     parser.add_argument("--seed", type=int, default=builtin.SEED, help="random seed of the whole set")
     parser.add_argument(
         "--image-size", type=int, default=builtin.DETECTION_SPEC.height, help="side of the square COCO images"
@@ -50,7 +54,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--small-image-size",
         type=int,
         default=builtin.SMALL_IMAGE_SPEC.height,
-        help="side of the square pool and classification images",
+        help="side of the square pool, classification and multi-label images",
     )
     return parser.parse_args(argv)
 
@@ -78,14 +82,11 @@ def main(argv=None):
     start = time.perf_counter()
     builtin.write_builtin_set(
         args.out,
-        train_images=args.train,
-        val_images=args.val,
-        pool_images=args.pool,
-        classification_train_images=args.classification_train,
-        classification_val_images=args.classification_val,
+        **{f"{name}_images": getattr(args, name) for name in COUNT_OPTIONS},
         seed=args.seed,
         detection_spec=square_spec(builtin.DETECTION_SPEC, args.image_size, "--image-size"),
         small_image_spec=square_spec(builtin.SMALL_IMAGE_SPEC, args.small_image_size, "--small-image-size"),
+        multilabel_spec=square_spec(builtin.MULTILABEL_SPEC, args.small_image_size, "--small-image-size"),
     )
     logging.info("Wrote %s in %.1f s", args.out, time.perf_counter() - start)
 

@@ -32,6 +32,10 @@ def parse_args(argv=None):
     parser.add_argument("--config", help="a config file instead of the task's default one")
     parser.add_argument("--output", help="output directory (default: work/transfer/<task>-<weights name>)")
     parser.add_argument("--seed", type=int, help="run seed (SEED); papers report several seeds")
+    parser.add_argument("--labels", type=int, help="classification tasks: train on a seeded subset of N labelled "
+                        "images in which every class occurs (HPT's 1000-label protocol; DATASETS.LABELS)")
+    parser.add_argument("--shots", type=int, help="classification tasks: train on K images per class "
+                        "(DATASETS.SHOTS)")
     parser.add_argument("--resume", action="store_true", help="continue the run in --output from its last checkpoint "
                         "(with the config it saved, unless --config is given)")
     parser.add_argument("--eval-only", action="store_true", help="evaluate the last checkpoint in --output "
@@ -62,6 +66,11 @@ def main(args):
         cfg.MODEL.WEIGHTS = args.weights
     if args.seed is not None:
         cfg.SEED = args.seed
+    for option, key in (("labels", "LABELS"), ("shots", "SHOTS")):
+        if getattr(args, option) is not None:
+            if "LABELS" not in cfg.DATASETS:
+                raise ValueError(f"--{option} applies to the classification tasks, not to {args.task}")
+            cfg.DATASETS[key] = getattr(args, option)
     cfg.OUTPUT_DIR = str(output)
     cfg.freeze()
 
@@ -77,8 +86,9 @@ def main(args):
         if is_main_process() and metrics is not None:  # still locked: these are this run's results
             table = (output / "results.md").read_text()
             print(f"\n{args.task} ({cfg.MODEL.WEIGHTS}):\n{table}")
+            detections = output / "coco_instances_results.json"
             print(f"Results: {output / 'results.md'}  metrics: {output / 'metrics.json'}  "
-                  f"detections: {output / 'coco_instances_results.json'}  log: {output / 'log.txt'}")
+                  + (f"detections: {detections}  " if detections.is_file() else "") + f"log: {output / 'log.txt'}")
             if (output / "diagnosis.md").is_file():
                 print(f"Error diagnosis (TIDE, Hoiem): {output / 'diagnosis.md'}, tide.json, hoiem.json and charts "
                       f"(tide_*.png, hoiem_*.png) in {output}")

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from .synthetic import CATEGORIES, GENERATOR_VERSION, SceneSpec
-from .writers import _atomic_write_bytes, write_coco, write_image_folder, write_image_pool
+from .writers import _atomic_write_bytes, write_coco, write_image_folder, write_image_pool, write_multilabel_csv
 
 __all__ = ["builtin_data_root", "cache_root", "write_builtin_set"]
 
@@ -30,11 +30,17 @@ VAL_IMAGES = 100
 POOL_IMAGES = 2000
 CLASSIFICATION_TRAIN_IMAGES = 1200
 CLASSIFICATION_VAL_IMAGES = 300
+CLASSIFICATION_TEST_IMAGES = 300
+MULTILABEL_TRAIN_IMAGES = 1200
+MULTILABEL_VAL_IMAGES = 300
+MULTILABEL_TEST_IMAGES = 300
 SEED = 0
 DETECTION_SPEC = SceneSpec(height=256, width=256, min_objects=2, max_objects=4, min_object_size=0.3,
                            max_object_size=0.55, background_contrast=0.15, texture_prob=0.15, max_occlusion=0.35)
 # Pretraining pool and classification probes use smaller images: they are only ever cropped and resized.
 SMALL_IMAGE_SPEC = SceneSpec(height=96, width=96)
+# Multi-label images hold 1-3 objects and no crowd, so each has 1-3 of the shape categories as labels.
+MULTILABEL_SPEC = SceneSpec(height=96, width=96, max_objects=3, crowd_prob=0.0)
 
 
 def cache_root() -> Path:
@@ -50,15 +56,21 @@ def write_builtin_set(
     pool_images: int,
     classification_train_images: int,
     classification_val_images: int,
+    classification_test_images: int,
+    multilabel_train_images: int,
+    multilabel_val_images: int,
+    multilabel_test_images: int,
     seed: int,
     detection_spec: SceneSpec,
     small_image_spec: SceneSpec,
+    multilabel_spec: SceneSpec,
 ) -> Path:
     """Write a complete generated set into ``root``.
 
     Layout: COCO splits ``annotations/instances_{train,val}.json`` with images in ``train/`` and
-    ``val/``; an unlabeled ``pool/``; ImageFolder splits ``classification/{train,val}/<class>/``;
-    and ``manifest.json`` recording how the set was made.
+    ``val/``; an unlabeled ``pool/``; ImageFolder splits ``classification/{train,val,test}/<class>/``;
+    multi-label splits ``classification_multilabel/{train,val,test}.csv`` with their images in
+    ``classification_multilabel/{train,val,test}/``; and ``manifest.json`` recording how the set was made.
     """
     root = Path(root)
     write_coco(root, "train", train_images, detection_spec, seed)
@@ -66,6 +78,10 @@ def write_builtin_set(
     write_image_pool(root / "pool", pool_images, small_image_spec, seed)
     write_image_folder(root / "classification", "train", classification_train_images, small_image_spec, seed)
     write_image_folder(root / "classification", "val", classification_val_images, small_image_spec, seed)
+    write_image_folder(root / "classification", "test", classification_test_images, small_image_spec, seed)
+    for split, count in (("train", multilabel_train_images), ("val", multilabel_val_images),
+                         ("test", multilabel_test_images)):
+        write_multilabel_csv(root / "classification_multilabel", split, count, multilabel_spec, seed)
     manifest = {
         "generator_version": GENERATOR_VERSION,
         "seed": seed,
@@ -74,8 +90,13 @@ def write_builtin_set(
         "pool_images": pool_images,
         "classification_train_images": classification_train_images,
         "classification_val_images": classification_val_images,
+        "classification_test_images": classification_test_images,
+        "multilabel_train_images": multilabel_train_images,
+        "multilabel_val_images": multilabel_val_images,
+        "multilabel_test_images": multilabel_test_images,
         "detection_spec": dataclasses.asdict(detection_spec),
         "small_image_spec": dataclasses.asdict(small_image_spec),
+        "multilabel_spec": dataclasses.asdict(multilabel_spec),
         "categories": CATEGORIES,
     }
     _atomic_write_bytes(root / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
@@ -90,13 +111,27 @@ def _default_set_arguments() -> dict:
         "pool_images": POOL_IMAGES,
         "classification_train_images": CLASSIFICATION_TRAIN_IMAGES,
         "classification_val_images": CLASSIFICATION_VAL_IMAGES,
+        "classification_test_images": CLASSIFICATION_TEST_IMAGES,
+        "multilabel_train_images": MULTILABEL_TRAIN_IMAGES,
+        "multilabel_val_images": MULTILABEL_VAL_IMAGES,
+        "multilabel_test_images": MULTILABEL_TEST_IMAGES,
         "seed": SEED,
         "detection_spec": DETECTION_SPEC,
         "small_image_spec": SMALL_IMAGE_SPEC,
+        "multilabel_spec": MULTILABEL_SPEC,
     }
 
 
 _BUILTIN_SETS = {"default": _default_set_arguments}
+
+
+def generated_set_version(data_root):
+    """The ``generator_version`` in ``data_root/manifest.json`` if it is a transferlab generated set, else None."""
+    try:
+        manifest = json.loads((Path(data_root) / "manifest.json").read_text())
+    except (OSError, ValueError):  # no manifest, or someone else's that is not JSON
+        return None
+    return manifest.get("generator_version") if isinstance(manifest, dict) else None
 
 
 def builtin_data_root(name: str = "default") -> Path:

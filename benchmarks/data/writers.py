@@ -6,6 +6,8 @@ a truncated file under a final name.
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 from pathlib import Path
@@ -17,7 +19,7 @@ from tqdm import tqdm
 
 from .synthetic import CATEGORIES, GENERATOR_VERSION, SceneSpec, render_scene, scene_rng
 
-__all__ = ["write_coco", "write_image_pool", "write_image_folder"]
+__all__ = ["write_coco", "write_image_pool", "write_image_folder", "write_multilabel_csv"]
 
 JPEG_QUALITY = 95
 PROGRESS_BAR_MIN_IMAGES = 300  # smaller writes finish too fast for a progress bar to help
@@ -123,6 +125,38 @@ def write_image_pool(directory, num_images: int, spec: SceneSpec = SceneSpec(), 
     return directory
 
 
+def _labelled_scenes(seed: int, stream: str, num_images: int, spec: SceneSpec, label, description: str):
+    """``(index, image, label)`` of the first ``num_images`` scenes of ``stream`` that ``label(instances)`` labels.
+
+    Scenes it returns a falsy label for are skipped, so indices may have gaps; the index names the
+    scene, so any written image can be rendered again from (seed, stream, index).
+    """
+    if spec.max_objects == 0:
+        raise ValueError(f"{description}: needs scenes with objects to label, got spec.max_objects=0")
+    index, written = 0, 0
+    with _progress(None, num_images, description) as progress:
+        while written < num_images:
+            image, instances = render_scene(scene_rng(seed, stream, index), spec)
+            scene_label = label(instances)
+            if scene_label:
+                yield index, image, scene_label
+                written += 1
+                progress.update()
+            index += 1
+
+
+_CATEGORY_NAMES = {category["id"]: category["name"] for category in CATEGORIES}
+
+
+def _dominant_category(instances) -> str | None:
+    objects = [instance for instance in instances if not instance["iscrowd"]]
+    return _CATEGORY_NAMES[max(objects, key=lambda instance: instance["area"])["category_id"]] if objects else None
+
+
+def _categories_present(instances) -> list[str]:
+    return sorted({_CATEGORY_NAMES[instance["category_id"]] for instance in instances})
+
+
 def write_image_folder(root, split: str, num_images: int, spec: SceneSpec = SceneSpec(), seed: int = 0) -> Path:
     """Write a torchvision ImageFolder split ``root/{split}/{class_name}/{index:06d}.jpg``.
 
@@ -130,21 +164,34 @@ def write_image_folder(root, split: str, num_images: int, spec: SceneSpec = Scen
     skipped, so indices may have gaps. Only classes that occur get a directory (ImageFolder rejects
     empty class directories).
     """
-    if spec.max_objects == 0:
-        raise ValueError("write_image_folder needs scenes with objects to label, got spec.max_objects=0")
     split_dir = Path(root) / split
-    names = {category["id"]: category["name"] for category in CATEGORIES}
-    index, written = 0, 0
-    with _progress(None, num_images, f"image folder {split}") as progress:
-        while written < num_images:
-            image, instances = render_scene(scene_rng(seed, f"classification/{split}", index), spec)
-            objects = [instance for instance in instances if not instance["iscrowd"]]
-            if objects:
-                dominant = max(objects, key=lambda instance: instance["area"])
-                class_dir = split_dir / names[dominant["category_id"]]
-                class_dir.mkdir(parents=True, exist_ok=True)
-                _write_jpeg(class_dir / f"{index:06d}.jpg", image)
-                written += 1
-                progress.update()
-            index += 1
+    scenes = _labelled_scenes(seed, f"classification/{split}", num_images, spec, _dominant_category,
+                              f"image folder {split}")
+    for index, image, class_name in scenes:
+        class_dir = split_dir / class_name
+        class_dir.mkdir(parents=True, exist_ok=True)
+        _write_jpeg(class_dir / f"{index:06d}.jpg", image)
     return split_dir
+
+
+def write_multilabel_csv(root, split: str, num_images: int, spec: SceneSpec = SceneSpec(), seed: int = 0) -> Path:
+    """Write a multi-label split ``root/{split}.csv`` with its images in ``root/{split}/{index:06d}.jpg``.
+
+    The CSV has the header ``path,labels`` and rows ``{split}/{index:06d}.jpg,circle;star``: the
+    path relative to the CSV and the sorted names of every category visible in the image (crowds
+    included), as VOC/COCO multi-label sets are labelled. Scenes without objects are skipped.
+    """
+    root = Path(root)
+    (root / split).mkdir(parents=True, exist_ok=True)
+    table = io.StringIO()
+    rows = csv.writer(table, lineterminator="\n")
+    rows.writerow(["path", "labels"])
+    scenes = _labelled_scenes(seed, f"classification_multilabel/{split}", num_images, spec, _categories_present,
+                              f"multi-label {split}")
+    for index, image, labels in scenes:
+        relative = f"{split}/{index:06d}.jpg"
+        _write_jpeg(root / relative, image)
+        rows.writerow([relative, ";".join(labels)])
+    csv_file = root / f"{split}.csv"
+    _atomic_write_bytes(csv_file, table.getvalue().encode())
+    return csv_file
