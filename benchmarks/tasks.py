@@ -46,10 +46,9 @@ _PROBES = {
     "stagewise": ("linear probes on the stem and each stage's pooled features (SL-MLP Fig. 1)",
                   classification.run_stagewise),
 }
-for _name, (_description, _run) in _PROBES.items():
-    TASKS[_name] = Task(description=_description, paper_config="classification/probe_R_50.yaml",
-                        demo_config="classification/probe_R_50_demo.yaml",
-                        defaults=get_classification_defaults, run=_run)
+TASKS.update({name: Task(description=description, paper_config="classification/probe_R_50.yaml",
+                         demo_config="classification/probe_R_50_demo.yaml", defaults=get_classification_defaults,
+                         run=run) for name, (description, run) in _PROBES.items()})
 
 
 # The benchmarks of DESIGN.md that are not built yet: named here so that asking for one says so plainly.

@@ -310,7 +310,7 @@ def test_two_process_step_equals_one_process_step_on_the_same_global_batch(tmp_p
     single process computes on the whole batch (Detectron2's IMS_PER_BATCH semantics)."""
     one_training_step(str(tmp_path / "one.pth"))
     launch(one_training_step, 2, (str(tmp_path / "two.pth"),))
-    one, two = torch.load(tmp_path / "one.pth"), torch.load(tmp_path / "two.pth")
+    one, two = (torch.load(tmp_path / name, weights_only=True) for name in ("one.pth", "two.pth"))
     assert one.keys() == two.keys()
     for key in one:
         # float32 sums in a different order; the step itself moves weights by ~1e-3

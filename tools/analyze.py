@@ -26,10 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from torch.utils.data import DataLoader  # noqa: E402
 
 from benchmarks.classification import analysis  # noqa: E402
-from benchmarks.classification.data import ImageSampleDataset, read_classification_data  # noqa: E402
+from benchmarks.classification.data import ImageSampleDataset, data_directory, read_classification_data  # noqa: E402
 from benchmarks.classification.features import STAGES, build_backbone, eval_transform, extract_features  # noqa: E402
 from benchmarks.classification.linear import evaluate_sweep, fit_sgd  # noqa: E402
-from benchmarks.data.builtin import builtin_data_root  # noqa: E402
 from benchmarks.engine.cli import input_directory, output_directory, run_tool  # noqa: E402
 from benchmarks.engine.distributed import current_device  # noqa: E402
 from converters.io import atomic_write_text  # noqa: E402
@@ -118,7 +117,7 @@ def eval_class_indices(data, names) -> list:
 
 def probe_predictions(features: Features, weights: str, split: str, num_classes: int):
     """HPT's linear probe on ``weights``' train features, lr chosen on val: its predictions on ``split``."""
-    heads, params = fit_sgd(*features(weights, "train"), num_classes)
+    heads, params = fit_sgd(*features(weights, "train"), num_classes, standardize=True)  # as the linear task
     chosen = evaluate_sweep(heads, params, features(weights, "val"), features(weights, "test")).best
     split_features, labels = features(weights, split)
     return heads.scores(split_features)[chosen].argmax(dim=1), labels, params[chosen]
@@ -161,7 +160,7 @@ def results_table(rows: list) -> str:
 def main(args):
     check_args(args)
     output = output_directory(args.output or Path("work") / "analysis" / args.measure, "--output")
-    root = Path(args.data_root) if args.data_root else builtin_data_root() / "classification"
+    root = data_directory(args.data_root)
     data = read_classification_data(root, seed=args.seed)
     if data.multilabel and args.measure in NEEDS_LABELS:
         raise ValueError(f"--measure {args.measure} needs one label per image; {root} is a multi-label set "

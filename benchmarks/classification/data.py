@@ -31,6 +31,8 @@ import torch
 from PIL import Image
 from torchvision.datasets.folder import IMG_EXTENSIONS, make_dataset
 
+from ..data.builtin import builtin_data_root, generated_set_version
+
 __all__ = [
     "SPLITS",
     "ClassificationData",
@@ -76,6 +78,15 @@ class ClassificationData:
             splits[name] = rows
         key = {"classes": self.classes, "multilabel": self.multilabel, "splits": splits}
         return hashlib.sha256(json.dumps(key).encode()).hexdigest()
+
+
+def data_directory(root: str | os.PathLike | None, builtin: str = "classification") -> Path:
+    """The dataset to read: ``root`` itself, or inside a generated set (the built-in one when ``root`` is empty)
+    its ``builtin`` subdirectory (``classification`` or ``classification_multilabel``)."""
+    if not root:
+        return builtin_data_root() / builtin
+    root = Path(root)
+    return root / builtin if generated_set_version(root) is not None else root
 
 
 def read_classification_data(root, *, seed: int = 0, val_fraction: float = 0.1,

@@ -8,10 +8,10 @@ from torch.utils.data import DataLoader
 
 from converters.io import atomic_write_text
 
-from ..data.builtin import builtin_data_root, cache_root, generated_set_version
+from ..data.builtin import cache_root
 from ..engine.distributed import current_device, is_main_process, synchronize
 from .config import validate_classification_config
-from .data import ImageSampleDataset, label_budget, per_class_shots, read_classification_data
+from .data import ImageSampleDataset, data_directory, label_budget, per_class_shots, read_classification_data
 from .features import FeatureCache, build_backbone, checkpoint_id, eval_transform, recalibrate_bn, train_transform
 from .fewshot import few_shot_accuracy
 from .finetune import finetune
@@ -21,18 +21,9 @@ from .linear import augmented_linear_probe, cached_linear_probe
 logger = logging.getLogger("transferlab")
 
 
-def data_directory(cfg) -> Path:
-    """The dataset a run reads: ``DATASETS.ROOT`` itself, or inside a generated set (the built-in one when
-    ``ROOT`` is empty) its ``DATASETS.BUILTIN`` subdirectory."""
-    root = Path(cfg.DATASETS.ROOT) if cfg.DATASETS.ROOT else builtin_data_root()
-    if not cfg.DATASETS.ROOT or generated_set_version(root) is not None:
-        return root / cfg.DATASETS.BUILTIN
-    return root
-
-
 def load_data(cfg):
     """The checked dataset with its label budget applied to train; every note goes to the log."""
-    directory = data_directory(cfg)
+    directory = data_directory(cfg.DATASETS.ROOT, cfg.DATASETS.BUILTIN)
     data = read_classification_data(directory, seed=cfg.SEED, val_fraction=cfg.DATASETS.VAL_FRACTION,
                                     test_fraction=cfg.DATASETS.TEST_FRACTION)
     for note in data.notes:
@@ -141,7 +132,8 @@ def _start(cfg, resume: bool, eval_only: bool):
         atomic_write_text(output / "config.yaml", cfg.dump())
     data = load_data(cfg)
     if data.multilabel and cfg.TASK == "fewshot":
-        raise ValueError(f"task fewshot needs single-label data; {data_directory(cfg)} is multi-label")
+        raise ValueError(f"task fewshot needs single-label data; "
+                         f"{data_directory(cfg.DATASETS.ROOT, cfg.DATASETS.BUILTIN)} is multi-label")
     return data
 
 
