@@ -3,7 +3,9 @@
 Each episode draws N classes, K support and Q query images per class, fits a logistic regression on the support
 features (L2-normalised, as Tian et al. 2020 do) and scores the queries; the mean over episodes comes with the
 95% interval the papers print. Episodes are independent small problems, so they are fitted in batches with one
-L-BFGS run each.
+L-BFGS run each, in the span of their support features: an L2-regularised linear model's optimal weights lie in
+that span (a component orthogonal to it changes no support logit and only adds to the penalty), so an episode of
+N support images in D dimensions is the same problem in N dimensions, solved exactly and D / N times faster.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from torch.nn import functional as F
 from .linear import LinearHeads, fit_logistic_lbfgs
 
 __all__ = ["FEWSHOT_EPISODES", "FEWSHOT_QUERIES", "FEWSHOT_SHOTS", "FEWSHOT_WAYS", "FewShotResult",
-           "few_shot_accuracy", "sample_episodes"]
+           "few_shot_accuracy", "sample_episodes", "span_coordinates"]
 
 FEWSHOT_WAYS, FEWSHOT_SHOTS, FEWSHOT_QUERIES, FEWSHOT_EPISODES = 5, (1, 5), 15, 600
 
@@ -67,6 +69,16 @@ def sample_episodes(targets: torch.Tensor, ways: int, shots: int, queries: int, 
     return torch.from_numpy(np.stack(support)), torch.from_numpy(np.stack(query))
 
 
+def span_coordinates(support: torch.Tensor, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Support [E, N, D] and query [E, M, D] features in an orthonormal basis of each episode's support span.
+
+    Inner products with any vector of the span are kept, and so are the norms of weights in it, so the logistic
+    regression there has the same optimum and the same query scores as in D dimensions.
+    """
+    basis, triangular = torch.linalg.qr(support.transpose(1, 2).double())  # support^T = basis @ triangular
+    return triangular.transpose(1, 2).to(support.dtype), torch.matmul(query.double(), basis).to(query.dtype)
+
+
 def few_shot_accuracy(features: torch.Tensor, targets: torch.Tensor, *, ways: int = FEWSHOT_WAYS, shots: int = 5,
                       queries: int = FEWSHOT_QUERIES, episodes: int = FEWSHOT_EPISODES, seed: int = 0,
                       l2: float = 1.0, normalize: bool = True, chunk_size: int = 100, max_iter: int = 300
@@ -78,9 +90,10 @@ def few_shot_accuracy(features: torch.Tensor, targets: torch.Tensor, *, ways: in
     query_labels = torch.arange(ways, device=features.device).repeat_interleave(queries)
     accuracies = []
     for support_chunk, query_chunk in zip(support.split(chunk_size), query.split(chunk_size)):
-        x = features[support_chunk.to(features.device)]
-        weight, bias = fit_logistic_lbfgs(x, support_labels.expand(len(x), -1), ways, [l2] * len(x),
-                                          max_iter=max_iter)
-        predictions = LinearHeads(weight, bias).scores(features[query_chunk.to(features.device)]).argmax(-1)
+        support_features, query_features = span_coordinates(features[support_chunk.to(features.device)],
+                                                            features[query_chunk.to(features.device)])
+        weight, bias = fit_logistic_lbfgs(support_features, support_labels.expand(len(support_features), -1), ways,
+                                          [l2] * len(support_features), max_iter=max_iter)
+        predictions = LinearHeads(weight, bias).scores(query_features).argmax(-1)
         accuracies.append(100.0 * (predictions == query_labels).float().mean(1).cpu())
     return FewShotResult(ways, shots, torch.cat(accuracies))

@@ -188,8 +188,9 @@ def batched_lbfgs(objective, theta: torch.Tensor, *, max_iter: int = 1000, toler
         curved = sy > 1e-10  # else the pair carries no usable curvature: it gets weight 0
         pairs = [*pairs, (s, y, torch.where(curved, 1 / sy.clamp(min=1e-10), 0.0))][-history:]
         gamma = torch.where(curved, sy / (y * y).sum(1, keepdim=True).clamp(min=1e-30), gamma)
+        decreased = new_values < values  # an accepted step that changed nothing: no decrease left in floating point
         theta, values, grad = new_theta, new_values, new_grad
-        active &= accepted & (grad.abs().amax(1) > tolerance)
+        active &= accepted & decreased & (grad.abs().amax(1) > tolerance)
     return theta
 
 
