@@ -152,29 +152,30 @@ def test_rv2_by_hand_centred():
     # RV2 = 4 / sqrt(36) = 2/3
     a = torch.tensor([[0.0], [1.0], [2.0]])
     b = torch.tensor([[0.0], [0.0], [3.0]])
-    assert rv2(a, b) == pytest.approx(2 / 3)
+    assert rv2(a, b, center=True) == pytest.approx(2 / 3)
 
 
 def explicit_rv2(a, b):
     """Algorithm 2 with the N x N matrices, to check the p x q shortcut."""
-    a, b = a - a.mean(0), b - b.mean(0)
     a2, b2 = a @ a.T, b @ b.T
     a2, b2 = a2 - torch.diag(torch.diag(a2)), b2 - torch.diag(torch.diag(b2))
     return float(torch.trace(a2 @ b2.T) / torch.sqrt(torch.trace(a2 @ a2.T) * torch.trace(b2 @ b2.T)))
 
 
-def test_rv2_invariances():
+@pytest.mark.parametrize("center", [False, True])
+def test_rv2_invariances(center):
     a, noise = random_features(30, 8, seed=6), random_features(30, 5, seed=7)
     b = a[:, :5] + 0.5 * noise  # related activations of another width
-    value = rv2(a, b)
-    assert value == pytest.approx(explicit_rv2(a, b))
+    value = rv2(a, b, center=center)
+    assert value == pytest.approx(explicit_rv2(a - a.mean(0), b - b.mean(0)) if center else explicit_rv2(a, b))
     assert 0 < value < 1
-    assert rv2(a, a) == pytest.approx(1.0)
-    assert rv2(a, 4.0 * a @ random_orthogonal(8, seed=8)) == pytest.approx(1.0)
-    assert rv2(a, b) == pytest.approx(rv2(b, a))
-    assert rv2(a @ random_orthogonal(8, seed=9), 0.01 * b) == pytest.approx(value)
-    assert rv2(a + 3.0, b - 2.0) == pytest.approx(value)  # centring removes translations
-    independent = rv2(random_features(400, 8, seed=10), random_features(400, 8, seed=11))
+    assert rv2(a, a, center=center) == pytest.approx(1.0)
+    assert rv2(a, 4.0 * a @ random_orthogonal(8, seed=8), center=center) == pytest.approx(1.0)
+    assert rv2(a, b, center=center) == pytest.approx(rv2(b, a, center=center))
+    assert rv2(a @ random_orthogonal(8, seed=9), 0.01 * b, center=center) == pytest.approx(value)
+    shifted = rv2(a + 3.0, b - 2.0, center=center)
+    assert shifted == pytest.approx(value) if center else shifted != pytest.approx(value)  # centring removes shifts
+    independent = rv2(random_features(400, 8, seed=10), random_features(400, 8, seed=11), center=center)
     assert abs(independent) < 0.05  # unlike RV, RV2 is near 0 for unrelated high-dimensional data
 
 
@@ -222,9 +223,14 @@ def tiny_folder(tmp_path_factory):
     return root
 
 
+def feature_cache(root):
+    return root.parent / f"{root.name}-cache"
+
+
 def run_analyze(tool, root, output, *options):
     arguments = tool.parse_args(["--data-root", str(root), "--output", str(output), "--arch", "resnet18",
-                                 "--image-size", "16", "--num-workers", "0", *options])
+                                 "--image-size", "16", "--num-workers", "0", "--cache-dir", str(feature_cache(root)),
+                                 *options])
     return tool.run_tool("analyze.py", tool.main, arguments)
 
 
@@ -240,6 +246,7 @@ def test_analyze_tool(tiny_folder, tmp_path, capsys):
     twice = ("--weights", "none", "--weights", "none")
     assert run_analyze(tool, tiny_folder, tmp_path / "rv2", *twice, "--measure", "rv2") == 0
     assert json.loads((tmp_path / "rv2" / "analysis.json").read_text())["rows"][0]["rv2"] == pytest.approx(1.0)
+    assert len(list(feature_cache(tiny_folder).glob("test-pool-*.pt"))) == 1  # phi's test features, read again
     assert run_analyze(tool, tiny_folder, tmp_path / "iou", *twice, "--measure", "error_iou") == 0
     row = json.loads((tmp_path / "iou" / "analysis.json").read_text())["rows"][0]
     assert row["model_a"] == "scratch#1" and row["images"] == 12

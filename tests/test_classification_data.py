@@ -330,6 +330,7 @@ def test_an_image_that_fails_to_decode_later_is_named(tmp_path):
 
 TINY = SceneSpec(height=32, width=32)
 TINY_MULTILABEL = SceneSpec(height=32, width=32, max_objects=3, crowd_prob=0.0)
+TINY_SINGLE = SceneSpec(height=32, width=32, max_objects=1, min_object_size=0.5, max_object_size=0.8, crowd_prob=0.0)
 
 
 def write_tiny_builtin(root, **counts):
@@ -337,25 +338,33 @@ def write_tiny_builtin(root, **counts):
                      classification_val_images=4, classification_test_images=3, multilabel_train_images=4,
                      multilabel_val_images=2, multilabel_test_images=2, seed=3,
                      detection_spec=SceneSpec(height=64, width=64, crowd_prob=0.5), small_image_spec=TINY,
-                     multilabel_spec=TINY_MULTILABEL)
+                     classification_spec=TINY_SINGLE, multilabel_spec=TINY_MULTILABEL)
     return write_builtin_set(root, **{**arguments, **counts})
 
 
-def test_builtin_detection_pool_and_image_folder_files_are_unchanged(tmp_path):
-    """Digest of what the generator wrote before the classification test and multi-label splits were added.
+def test_builtin_detection_and_pool_files_are_unchanged(tmp_path):
+    """Digest of what the generator wrote before the classification splits were added and changed.
 
-    It covers the annotation files and the name of every detection, pool and ImageFolder file (which holds
-    the class of each image); image bytes are left out, as they depend on the JPEG encoder of the OpenCV build.
+    It covers the annotation files and the name of every detection and pool file; image bytes are left out,
+    as they depend on the JPEG encoder of the OpenCV build.
     """
     root = write_tiny_builtin(tmp_path)
     digest = hashlib.sha256()
-    for part in ("annotations", "train", "val", "pool", "classification/train", "classification/val"):
+    for part in ("annotations", "train", "val", "pool"):
         for path in sorted((root / part).rglob("*")):
             if path.is_file():
                 digest.update(path.relative_to(root).as_posix().encode() + b"\0")
                 if path.suffix == ".json":
                     digest.update(path.read_bytes())
-    assert digest.hexdigest() == "61023910dbde1d59ab0ed1cbac9b40135cd9bf2aa31c63d0cdd64fc576ca6477"
+    assert digest.hexdigest() == "c5e2d5ab1dd5d865c7e5e992c5e7fc567699c311410a5cb0ea74a663860f70a5"
+
+
+def test_builtin_image_folder_images_hold_one_object_of_their_class(tmp_path):
+    root = write_tiny_builtin(tmp_path, classification_train_images=12)
+    names = {category["id"]: category["name"] for category in CATEGORIES}
+    for path in (root / "classification/train").rglob("*.jpg"):
+        _, instances = render_scene(scene_rng(3, "classification/train", int(path.stem)), TINY_SINGLE)
+        assert [names[instance["category_id"]] for instance in instances] == [path.parent.name]
 
 
 def test_builtin_classification_splits_read_with_no_drawn_split(tmp_path):

@@ -232,7 +232,8 @@ def test_stage_shapes_and_extraction_order(resnet18):
         stage_features(resnet18, images, ("fc",))
 
 
-def test_backbone_from_canonical_checkpoint_and_random_init(tmp_path, resnet18):
+def test_backbone_from_canonical_checkpoint_and_random_init(tmp_path, resnet18, caplog):
+    caplog.set_level("INFO", logger="transferlab")
     assert all(torch.equal(a, b) for a, b in zip(resnet18.state_dict().values(),
                                                  build_backbone("none", arch="resnet18")[0].state_dict().values()))
     path = tmp_path / "r18.pth"
@@ -240,6 +241,9 @@ def test_backbone_from_canonical_checkpoint_and_random_init(tmp_path, resnet18):
                                                  "pixel_std": [50.0, 60.0, 70.0]})
     loaded, meta = build_backbone(path)
     assert meta["arch"] == "resnet18" and not loaded.training
+    assert "Backbone resnet18: random initialization (seed 0)" in caplog.text
+    assert f"Backbone resnet18: loaded all {len(resnet18.state_dict())} tensors from {path} (canonical format, " \
+           "method test)" in caplog.text
     assert all(torch.equal(a, b) for a, b in zip(resnet18.state_dict().values(), loaded.state_dict().values()))
     normalize = eval_transform(meta, size=32).transforms[-1]
     assert normalize.mean == pytest.approx([100 / 255, 110 / 255, 120 / 255])

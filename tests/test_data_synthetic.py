@@ -194,6 +194,7 @@ def small_builtin(monkeypatch, tmp_path):
         monkeypatch.setattr(builtin, name, value)
     monkeypatch.setattr(builtin, "DETECTION_SPEC", SceneSpec(height=48, width=48))
     monkeypatch.setattr(builtin, "SMALL_IMAGE_SPEC", SceneSpec(height=32, width=32))
+    monkeypatch.setattr(builtin, "CLASSIFICATION_SPEC", SceneSpec(height=32, width=32, max_objects=1, crowd_prob=0.0))
     monkeypatch.setattr(builtin, "MULTILABEL_SPEC", SceneSpec(height=32, width=32, max_objects=3, crowd_prob=0.0))
     generated = []
     write = builtin.write_builtin_set

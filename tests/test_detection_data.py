@@ -249,7 +249,7 @@ def test_a_generated_data_root_gets_the_demo_recipe(tmp_path):
     write_builtin_set(root, train_images=2, val_images=1, pool_images=1, classification_train_images=1,
                       classification_val_images=1, classification_test_images=1, multilabel_train_images=1,
                       multilabel_val_images=1, multilabel_test_images=1, seed=0, detection_spec=tiny,
-                      small_image_spec=tiny, multilabel_spec=tiny)
+                      small_image_spec=tiny, classification_spec=tiny, multilabel_spec=tiny)
     path, reason = choose_config(task, data_root=root)
     assert path == CONFIG_ROOT / task.demo_config
     assert str(root) in reason and "generated set" in reason and "demo recipe" in reason

@@ -27,8 +27,15 @@ from torch.utils.data import DataLoader  # noqa: E402
 
 from benchmarks.classification import analysis  # noqa: E402
 from benchmarks.classification.data import ImageSampleDataset, data_directory, read_classification_data  # noqa: E402
-from benchmarks.classification.features import STAGES, build_backbone, eval_transform, extract_features  # noqa: E402
+from benchmarks.classification.features import (  # noqa: E402
+    STAGES,
+    FeatureCache,
+    build_backbone,
+    checkpoint_id,
+    eval_transform,
+)
 from benchmarks.classification.linear import evaluate_sweep, fit_sgd  # noqa: E402
+from benchmarks.data.builtin import cache_root  # noqa: E402
 from benchmarks.engine.cli import input_directory, output_directory, run_tool  # noqa: E402
 from benchmarks.engine.distributed import current_device  # noqa: E402
 from converters.io import atomic_write_text  # noqa: E402
@@ -53,12 +60,15 @@ def parse_args(argv=None):
                         "the second half of the sorted classes)")
     parser.add_argument("--k", type=int, help="mixture: neighbours per class (default: 10, at most half "
                         "the other classes)")
-    parser.add_argument("--center", action="store_true", help="redundancy: subtract the channel means first (the "
-                        "Pearson coefficient the text names; eq. 3 as printed does not)")
+    parser.add_argument("--center", action="store_true", help="redundancy and rv2: subtract the channel means "
+                        "first (redundancy: the Pearson coefficient the text names, eq. 3 as printed does not "
+                        "centre; rv2: Smilde et al.'s definition, HPT's Algorithm 2 does not centre)")
     parser.add_argument("--arch", default="resnet50", help="architecture of 'none' backbones")
     parser.add_argument("--image-size", type=int, default=224, help="centre-crop size")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--cache-dir", type=Path, help="feature cache, shared with the probe tasks (default: "
+                        "$TRANSFERLAB_CACHE/features)")
     parser.add_argument("--seed", type=int, default=0, help="seed of random-init backbones and of missing splits")
     return parser.parse_args(argv)
 
@@ -84,26 +94,28 @@ def check_args(args) -> None:
 
 
 class Features:
-    """Pooled features of each backbone on each split, extracted once."""
+    """Pooled features of each backbone on each split, through the probes' on-disk cache (the same keys, so a
+    backbone already probed on the same data and transform is not extracted again)."""
 
     def __init__(self, data, args, device):
         self.data, self.args, self.device = data, args, device
-        self.backbones, self.cache = {}, {}
+        self.store = FeatureCache(args.cache_dir or cache_root() / "features")
+        self.backbones, self.loaded = {}, {}
 
     def __call__(self, weights: str, split: str):
         args = self.args
         if weights not in self.backbones:
             backbone, meta = build_backbone(weights, args.arch, args.seed)
-            self.backbones[weights] = backbone.to(self.device), meta
-        if (weights, split) not in self.cache:
-            backbone, meta = self.backbones[weights]
-            dataset = ImageSampleDataset(self.data.splits[split], eval_transform(meta, args.image_size),
-                                         len(self.data.classes))
+            self.backbones[weights] = backbone.to(self.device), eval_transform(meta, args.image_size)
+        if (weights, split) not in self.loaded:
+            backbone, transform = self.backbones[weights]
+            dataset = ImageSampleDataset(self.data.splits[split], transform, len(self.data.classes))
             loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.num_workers)
-            features, targets = extract_features(backbone, loader, self.device, (args.stage,),
-                                                 f"{Path(weights).name} {split}")
-            self.cache[weights, split] = features[args.stage], targets
-        return self.cache[weights, split]
+            features, targets = self.store.features(
+                backbone, loader, self.device, backbone=checkpoint_id(weights, args.seed),
+                data=self.data.fingerprint(), split=split, transform=repr(transform), stages=(args.stage,))
+            self.loaded[weights, split] = features[args.stage], targets
+        return self.loaded[weights, split]
 
 
 def eval_class_indices(data, names) -> list:
@@ -139,7 +151,8 @@ def per_model_value(args, data, features: Features, weights: str) -> dict:
 def pairwise_value(args, data, features: Features) -> dict:
     first, second = args.weights
     if args.measure == "rv2":
-        return {"rv2": analysis.rv2(features(first, args.split)[0], features(second, args.split)[0])}
+        return {"rv2": analysis.rv2(features(first, args.split)[0], features(second, args.split)[0],
+                                    center=args.center), "center": args.center}
     predictions_a, labels, params_a = probe_predictions(features, first, args.split, len(data.classes))
     predictions_b, _, params_b = probe_predictions(features, second, args.split, len(data.classes))
     return {"error_iou": analysis.error_iou(labels, predictions_a, predictions_b),

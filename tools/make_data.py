@@ -22,7 +22,7 @@ COUNT_OPTIONS = {
     "train": "COCO train images",
     "val": "COCO val images",
     "pool": "unlabeled pool images",
-    "classification_train": "ImageFolder train images (label: class of the largest object)",
+    "classification_train": "ImageFolder train images (one object each, its class the label)",
     "classification_val": "ImageFolder val images",
     "classification_test": "ImageFolder test images",
     "multilabel_train": "multi-label train images (labels: every category in the image)",
@@ -86,6 +86,7 @@ def main(argv=None):
         seed=args.seed,
         detection_spec=square_spec(builtin.DETECTION_SPEC, args.image_size, "--image-size"),
         small_image_spec=square_spec(builtin.SMALL_IMAGE_SPEC, args.small_image_size, "--small-image-size"),
+        classification_spec=square_spec(builtin.CLASSIFICATION_SPEC, args.small_image_size, "--small-image-size"),
         multilabel_spec=square_spec(builtin.MULTILABEL_SPEC, args.small_image_size, "--small-image-size"),
     )
     logging.info("Wrote %s in %.1f s", args.out, time.perf_counter() - start)

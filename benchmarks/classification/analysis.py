@@ -110,16 +110,17 @@ def channel_redundancy(features, center: bool = False) -> float:
     return float(rho.abs().mean())
 
 
-def rv2(activations_a, activations_b, center: bool = True) -> float:
+def rv2(activations_a, activations_b, center: bool = False) -> float:
     """The modified RV coefficient (Smilde et al. 2009), the RV2 of Thompson et al. that HPT appendix C.7 uses:
 
         A'' = A A^T - diag(A A^T),  B'' = B B^T - diag(B B^T),
         RV2 = tr(A'' B''^T) / sqrt( tr(A'' A''^T) tr(B'' B''^T) ),
 
-    A (N x p) and B (N x q) the two models' activations on the same N images, each column centred as Smilde et
-    al. define it (``center=False``: HPT's Algorithm 2 literally, uncentred). Removing the diagonals removes the
-    bias that makes the plain RV coefficient approach 1 for any two high-dimensional matrices. 1 for a model
-    with itself; invariant to rotations and isotropic scalings of either activation space. The traces come
+    A (N x p) and B (N x q) the two models' activations on the same N images, uncentred as HPT's Algorithm 2
+    computes it (``center=True``: each column centred first, as Smilde et al. define it). Removing the diagonals
+    removes the bias that makes the plain RV coefficient approach 1 for any two high-dimensional matrices. 1 for a model
+    with itself; invariant to rotations and isotropic scalings of either activation space (and, centred, to
+    translations). The traces come
     from p x q products and row norms (tr(A A^T B B^T) = ||A^T B||_F^2), never an N x N matrix.
     """
     a = _matrix(activations_a, "activations_a")

@@ -7,7 +7,7 @@ from fvcore.common.config import CfgNode as CN
 from ..engine.validation import BOOLEAN, STRING, Rule, check_rules, choice, fail, integer, number, sequence
 from .features import STAGES
 from .fewshot import FEWSHOT_EPISODES, FEWSHOT_QUERIES, FEWSHOT_SHOTS, FEWSHOT_WAYS
-from .finetune import NORMS, PAPER_BATCH_SIZE, PAPER_LRS, PAPER_SCHEDULES, schedule_steps
+from .finetune import HPT_HEAD_LR_MULTIPLIER, NORMS, PAPER_BATCH_SIZE, PAPER_LRS, PAPER_SCHEDULES, schedule_steps
 from .knn import KNN_KS, KNN_TEMPERATURE
 from .linear import HPT_BATCH_SIZE, HPT_LRS, HPT_MILESTONES, HPT_STEPS, HPT_WEIGHT_DECAYS
 
@@ -76,7 +76,7 @@ def get_classification_defaults() -> CN:
     _C.FINETUNE.LRS = PAPER_LRS
     _C.FINETUNE.SCHEDULES = PAPER_SCHEDULES
     _C.FINETUNE.BATCH_SIZE = PAPER_BATCH_SIZE
-    _C.FINETUNE.HEAD_LR_MULTIPLIER = 1.0
+    _C.FINETUNE.HEAD_LR_MULTIPLIER = HPT_HEAD_LR_MULTIPLIER
     _C.FINETUNE.CHECKPOINT_PERIOD = 500
     _C.FINETUNE.EVALUATIONS = 10  # evaluation points per run, the last at its end
     _C.FINETUNE.NORM = "SyncBN"

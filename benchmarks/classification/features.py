@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -35,6 +36,8 @@ __all__ = [
     "train_transform",
 ]
 
+logger = logging.getLogger("transferlab")
+
 # Globally average-pooled outputs a probe can read: the stem (after the max-pool), each residual stage (SL-MLP
 # Fig. 1), and ``pool``, the standard probe feature. ``layer4`` and ``pool`` are the same vector under two names.
 STAGES = ("stem", "layer1", "layer2", "layer3", "layer4", "pool")
@@ -57,8 +60,13 @@ def build_backbone(weights: str | os.PathLike, arch: str = "resnet50", seed: int
         torch.manual_seed(seed)
         model = getattr(torchvision.models, meta["arch"])(weights=None)
     model.fc = nn.Identity()
-    if state_dict is not None:
-        model.load_state_dict(state_dict)
+    if state_dict is None:
+        logger.info("Backbone %s: random initialization (seed %d), the scratch baseline", arch, seed)
+    else:
+        model.load_state_dict(state_dict)  # strict: every tensor of the network comes from the checkpoint
+        method = f", method {meta['method']}" if meta.get("method") else ""
+        logger.info("Backbone %s: loaded all %d tensors from %s (%s format%s)", meta["arch"], len(state_dict),
+                    weights, meta.get("source_format", "?"), method)
     return model.eval(), meta
 
 
@@ -82,7 +90,11 @@ def _normalize(meta: dict | None) -> transforms.Normalize:
 
 
 def eval_transform(meta: dict | None = None, size: int = 224, resize: int | None = None) -> transforms.Compose:
-    """The single centre crop of the probes: short side to ``resize`` (256 for 224), centre crop ``size``."""
+    """The single centre crop of the probes: short side to ``resize`` (256 for 224), centre crop ``size``.
+
+    HPT's appendix A says "resized the long edge"; its OpenSelfSup pipelines use torchvision's Resize(256), which
+    resizes the short side, so that the 224 crop always lies inside the image.
+    """
     resize = resize or round(size * 256 / 224)
     return transforms.Compose([transforms.Resize(resize), transforms.CenterCrop(size), transforms.ToTensor(),
                                _normalize(meta)])

@@ -36,7 +36,7 @@ from ..engine.seed import seed_everything
 from ..engine.solver import build_sgd, warmup_multistep_factor
 from ..engine.trainer import IterationTrainer, TrainingSchedule, amp_dtype
 from ..modeling.norm import norm_layer, resolve_norm
-from .features import RANDOM_INIT, build_backbone
+from .linear import HPT_MILESTONES
 from .metrics import classification_metrics
 
 logger = logging.getLogger("transferlab")
@@ -44,9 +44,10 @@ logger = logging.getLogger("transferlab")
 PAPER_LRS = (0.01, 0.001)
 PAPER_SCHEDULES = ("2500steps", "90epochs")
 PAPER_BATCH_SIZE = 256
+# Not in the paper's table: HPT's finetune configs (OpenSelfSup paramwise_options {'\Ahead.': lr_mult 100}).
+HPT_HEAD_LR_MULTIPLIER = 100.0
 MOMENTUM = 0.9
 WEIGHT_DECAY = 0.0
-DECAY_FRACTIONS = (1 / 3, 2 / 3)
 DECAY_GAMMA = 0.1
 NORMS = ("SyncBN", "naiveSyncBN", "BN")  # BN that trains; SyncBN is plain BN in a single process
 HISTORY_FILE = "evaluations.json"
@@ -64,7 +65,7 @@ def schedule_steps(schedule: str, train_size: int, batch_size: int) -> int:
 
 
 def decay_steps(max_iter: int) -> tuple[int, ...]:
-    return tuple(round(fraction * max_iter) for fraction in DECAY_FRACTIONS)
+    return tuple(round(fraction * max_iter) for fraction in HPT_MILESTONES)
 
 
 class Classifier(nn.Module):
@@ -213,19 +214,17 @@ def best_evaluation(history: list, metric: str) -> dict:
     return max(history, key=lambda entry: (entry["val"][metric], -entry["iteration"]))
 
 
-def finetune(weights, train_set: Dataset, val_set: Dataset, test_set: Dataset, *, num_classes: int,
+def finetune(backbone: nn.Module, train_set: Dataset, val_set: Dataset, test_set: Dataset, *, num_classes: int,
              multilabel: bool, output_dir, device: torch.device, lrs=PAPER_LRS, schedules=PAPER_SCHEDULES,
-             batch_size: int = PAPER_BATCH_SIZE, head_lr_multiplier: float = 1.0, checkpoint_period: int = 500,
-             evaluations: int = 10, seed: int = 0, resume: bool = False, arch: str = "resnet50",
+             batch_size: int = PAPER_BATCH_SIZE, head_lr_multiplier: float = HPT_HEAD_LR_MULTIPLIER,
+             checkpoint_period: int = 500, evaluations: int = 10, seed: int = 0, resume: bool = False,
              norm: str = "SyncBN", num_workers: int = 2, amp: bool = False) -> dict | None:
-    """Finetune ``weights`` (a checkpoint ``converters.load_backbone`` reads, or ``'none'`` for random init) with
-    every (lr, schedule) of the sweep and choose on val, as HPT appendix A does.
+    """Finetune a copy of ``backbone`` (the probes' ``features.build_backbone``) with every (lr, schedule) of the
+    sweep and choose on val, as HPT appendix A does.
 
     Datasets yield ``(image tensor, target)``: a class index, or a multi-hot float vector when ``multilabel``
-    (then the head is trained with BCE). The backbone is the probes' (``features.build_backbone``: a
-    checkpoint's arch wins over ``arch``, ``'none'`` is the random init drawn from ``seed``). Each run is
-    evaluated ``evaluations`` times, evenly spaced, the last at its end. Returns on the main process (``None``
-    elsewhere), and writes to ``output_dir/finetune.json``::
+    (then the head is trained with BCE). Each run is evaluated ``evaluations`` times, evenly spaced, the last at
+    its end. Returns on the main process (``None`` elsewhere), and writes to ``output_dir/finetune.json``::
 
         {"runs": {"lr0.01_2500steps": {"lr", "schedule", "max_iter", "iteration", "val", "test"}, ...},
          "chosen": "<run name>", "metric": "top1" | "auroc", "iteration", "val": {...}, "test": {...}}
@@ -249,10 +248,7 @@ def finetune(weights, train_set: Dataset, val_set: Dataset, test_set: Dataset, *
     for schedule in schedules:
         schedule_steps(schedule, len(train_set), batch_size)  # a bad schedule fails before any training
     output_dir = Path(output_dir)
-    backbone, meta = build_backbone(weights, arch, seed)
-    origin = "random initialization" if str(weights) == RANDOM_INIT else weights
-    logger.info("Finetune %s from %s: sweep lr %s x schedule %s, batch %d", meta["arch"], origin, list(lrs),
-                list(schedules), batch_size)
+    logger.info("Finetune sweep: lr %s x schedule %s, batch %d", list(lrs), list(schedules), batch_size)
 
     metric = "auroc" if multilabel else "top1"  # HPT's metrics
     runs = {}

@@ -33,12 +33,11 @@ __all__ = [
     "fit_sgd",
 ]
 
-# HPT appendix A, Table 4 (linear): SGD, momentum 0.9, no weight decay, batch 512, 5000 steps, lr {0.3, 3, 30}
-# with 10x decays; the table does not say where, so they come at 60% and 80% of the steps as in MoCo's lincls
-# schedule (epochs 60 and 80 of 100).
+# HPT appendix A, Table 4 (linear): SGD, momentum 0.9, no weight decay, batch 512, 5000 steps, lr {0.3, 3, 30},
+# "10x decay at 1/3 and 2/3 [...] of training steps" (the table's caption; its finetuning column decays the same).
 HPT_LRS = (0.3, 3.0, 30.0)
 HPT_WEIGHT_DECAYS = (0.0,)
-HPT_STEPS, HPT_BATCH_SIZE, HPT_MOMENTUM, HPT_MILESTONES = 5000, 512, 0.9, (0.6, 0.8)
+HPT_STEPS, HPT_BATCH_SIZE, HPT_MOMENTUM, HPT_MILESTONES = 5000, 512, 0.9, (1 / 3, 2 / 3)
 # Kornblith, Shlens & Le 2019: L-BFGS on standardised features, L2 strength from 45 values log-spaced 1e-6..1e5.
 KORNBLITH_L2 = tuple(float(v) for v in np.logspace(-6, 5, 45))
 LBFGS_MEMORY = 1 << 30  # bytes one batch of L-BFGS problems may take; a larger sweep goes in several batches

@@ -230,16 +230,16 @@ def run_finetune(cfg, resume: bool = False, eval_only: bool = False):
     """The whole network on the (label-budget) train set, HPT appendix A's sweep, chosen on val."""
     data = _start(cfg, resume, eval_only)
     device = current_device()
-    _, meta = build_backbone(cfg.MODEL.WEIGHTS, cfg.MODEL.ARCH, cfg.SEED)
+    backbone, meta = build_backbone(cfg.MODEL.WEIGHTS, cfg.MODEL.ARCH, cfg.SEED)
     transform = eval_transform(meta, cfg.INPUT.CROP_SIZE, cfg.INPUT.RESIZE)
     result = finetune(
-        cfg.MODEL.WEIGHTS, _dataset(data, "train", train_transform(meta, cfg.INPUT.CROP_SIZE)),
+        backbone, _dataset(data, "train", train_transform(meta, cfg.INPUT.CROP_SIZE)),
         _dataset(data, "val", transform), _dataset(data, "test", transform), num_classes=len(data.classes),
         multilabel=data.multilabel, output_dir=cfg.OUTPUT_DIR, device=device, lrs=tuple(cfg.FINETUNE.LRS),
         schedules=tuple(cfg.FINETUNE.SCHEDULES), batch_size=cfg.FINETUNE.BATCH_SIZE,
         head_lr_multiplier=cfg.FINETUNE.HEAD_LR_MULTIPLIER, checkpoint_period=cfg.FINETUNE.CHECKPOINT_PERIOD,
-        evaluations=cfg.FINETUNE.EVALUATIONS, seed=cfg.SEED, resume=resume, arch=cfg.MODEL.ARCH,
-        norm=cfg.FINETUNE.NORM, num_workers=cfg.DATALOADER.NUM_WORKERS, amp=cfg.FINETUNE.AMP)
+        evaluations=cfg.FINETUNE.EVALUATIONS, seed=cfg.SEED, resume=resume, norm=cfg.FINETUNE.NORM,
+        num_workers=cfg.DATALOADER.NUM_WORKERS, amp=cfg.FINETUNE.AMP)
     if result is None:
         return None
     metrics = {"finetune": result["test"]}

@@ -39,6 +39,10 @@ DETECTION_SPEC = SceneSpec(height=256, width=256, min_objects=2, max_objects=4, 
                            max_object_size=0.55, background_contrast=0.15, texture_prob=0.15, max_occlusion=0.35)
 # Pretraining pool and classification probes use smaller images: they are only ever cropped and resized.
 SMALL_IMAGE_SPEC = SceneSpec(height=96, width=96)
+# One large object per classification image, as in ImageNet-style sets: with the pool's 1-4 objects, labelled by
+# the largest, the label was ambiguous and even raw pixels or a random-init ResNet-50 probed at chance.
+CLASSIFICATION_SPEC = SceneSpec(height=96, width=96, min_objects=1, max_objects=1, min_object_size=0.45,
+                                max_object_size=0.8, background_contrast=0.15, texture_prob=0.15, crowd_prob=0.0)
 # Multi-label images hold 1-3 objects and no crowd, so each has 1-3 of the shape categories as labels.
 MULTILABEL_SPEC = SceneSpec(height=96, width=96, max_objects=3, crowd_prob=0.0)
 
@@ -63,6 +67,7 @@ def write_builtin_set(
     seed: int,
     detection_spec: SceneSpec,
     small_image_spec: SceneSpec,
+    classification_spec: SceneSpec,
     multilabel_spec: SceneSpec,
 ) -> Path:
     """Write a complete generated set into ``root``.
@@ -76,9 +81,9 @@ def write_builtin_set(
     write_coco(root, "train", train_images, detection_spec, seed)
     write_coco(root, "val", val_images, detection_spec, seed)
     write_image_pool(root / "pool", pool_images, small_image_spec, seed)
-    write_image_folder(root / "classification", "train", classification_train_images, small_image_spec, seed)
-    write_image_folder(root / "classification", "val", classification_val_images, small_image_spec, seed)
-    write_image_folder(root / "classification", "test", classification_test_images, small_image_spec, seed)
+    for split, count in (("train", classification_train_images), ("val", classification_val_images),
+                         ("test", classification_test_images)):
+        write_image_folder(root / "classification", split, count, classification_spec, seed)
     for split, count in (("train", multilabel_train_images), ("val", multilabel_val_images),
                          ("test", multilabel_test_images)):
         write_multilabel_csv(root / "classification_multilabel", split, count, multilabel_spec, seed)
@@ -96,6 +101,7 @@ def write_builtin_set(
         "multilabel_test_images": multilabel_test_images,
         "detection_spec": dataclasses.asdict(detection_spec),
         "small_image_spec": dataclasses.asdict(small_image_spec),
+        "classification_spec": dataclasses.asdict(classification_spec),
         "multilabel_spec": dataclasses.asdict(multilabel_spec),
         "categories": CATEGORIES,
     }
@@ -118,6 +124,7 @@ def _default_set_arguments() -> dict:
         "seed": SEED,
         "detection_spec": DETECTION_SPEC,
         "small_image_spec": SMALL_IMAGE_SPEC,
+        "classification_spec": CLASSIFICATION_SPEC,
         "multilabel_spec": MULTILABEL_SPEC,
     }
 
