@@ -46,10 +46,13 @@ def transfer_cases(tmp_path, a_file):
                               [f"--data-root {tmp_path / 'nowhere'}: no such directory"]),
         "output is a file": (["--task", "coco_maskrcnn", "--weights", "none", "--output", a_file],
                              [f"--output {a_file}: exists and is not a directory"]),
+        "option after overrides": (["--task", "coco_maskrcnn", "--weights", "none", "SOLVER.MAX_ITER", "5",
+                                    "--output", out], ["--output comes after the KEY VALUE overrides"]),
     }
 
 
-@pytest.mark.parametrize("case", ["unknown task", "unknown key", "missing data root", "output is a file"])
+@pytest.mark.parametrize("case", ["unknown task", "unknown key", "missing data root", "output is a file",
+                                  "option after overrides"])
 def test_transfer_user_errors(case, tmp_path, a_file):
     args, fragments = transfer_cases(tmp_path, a_file)[case]
     assert_user_error(run_tool("transfer.py", *args), "transfer.py", *fragments)

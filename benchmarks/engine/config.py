@@ -23,6 +23,10 @@ def load_config(defaults: CfgNode, config_file=None, overrides=()) -> CfgNode:
         except yaml.YAMLError as err:
             raise ConfigError(f"{path}: not valid YAML: {err}") from None
     overrides = list(overrides)
+    for key in overrides[0::2]:
+        if key.startswith("--"):
+            raise ConfigError(f"{key} comes after the KEY VALUE overrides; give options first and the overrides "
+                              "last (everything after the first KEY is read as overrides, as in Detectron2)")
     if len(overrides) % 2:
         raise ConfigError(f"overrides must be KEY VALUE pairs, got an odd number: {overrides}")
     for key in overrides[0::2]:
