@@ -34,6 +34,10 @@ _C.MODEL.MOCO.QUEUE_SIZE = 65536
 # Key encoder update: key = MOMENTUM * key + (1 - MOMENTUM) * query.
 _C.MODEL.MOCO.MOMENTUM = 0.999
 _C.MODEL.MOCO.TEMPERATURE = 0.2
+# BN groups per process. Keys are shuffled before the key encoder, so a key's BN group is not its query's
+# (shuffle-BN; else BN statistics leak which key is the positive). 0 = auto: 8 groups in one process (the
+# paper's 8 GPUs, as MoCo's single-GPU notebook emulates them), 1 under torchrun (the processes are the groups).
+_C.MODEL.MOCO.BN_SPLITS = 0
 
 _C.INPUT = CN()
 _C.INPUT.CROP_SIZE = 224
@@ -87,6 +91,7 @@ PRETRAIN_RULES = {
     "MODEL.MOCO.QUEUE_SIZE": integer(1),
     "MODEL.MOCO.MOMENTUM": number(0, 1),
     "MODEL.MOCO.TEMPERATURE": number(0, low_open=True),
+    "MODEL.MOCO.BN_SPLITS": integer(0),
     "INPUT.CROP_SIZE": integer(1),
     "INPUT.MIN_SCALE": number(0, 1, low_open=True),
     "DATA.ROOT": STRING,  # read (and so checked) when the images are listed

@@ -4,6 +4,7 @@ Parameter and buffer names and shapes follow the official facebookresearch/moco 
 ``encoder_k.*``, ``queue`` as DIM x K, ``queue_ptr``), so a full state dict reads like theirs.
 """
 import copy
+import functools
 
 import torch
 import torch.distributed as dist
@@ -16,9 +17,44 @@ from benchmarks.engine.distributed import concat_all_gather, get_rank, get_world
 from .losses import info_nce
 
 
-def build_resnet_encoder(arch: str, dim: int, mlp_dim=None) -> nn.Module:
-    """A torchvision ResNet whose ``fc`` is the projection head: linear, or Linear-ReLU-Linear if ``mlp_dim``."""
-    encoder = torchvision.models.get_model(arch, weights=None)
+class SplitBatchNorm(nn.BatchNorm2d):
+    """BatchNorm2d that normalises ``num_splits`` groups of a training batch separately (image i in group
+    i mod num_splits), as ``num_splits`` processes would each normalise their share.
+
+    The stand-in for MoCo's multi-GPU BN in one process (MoCo's single-GPU notebook does the same); the running
+    statistics are the mean of the groups' updates, and parameters, buffers and state-dict names are
+    BatchNorm2d's, so checkpoints do not change. In eval mode it is plain BatchNorm2d.
+    """
+
+    def __init__(self, num_features: int, num_splits: int, **kwargs):
+        super().__init__(num_features, **kwargs)
+        self.num_splits = num_splits
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.num_splits == 1:
+            return super().forward(x)
+        n, c, h, w = x.shape
+        g = self.num_splits
+        if n % g:
+            raise ValueError(f"SplitBatchNorm: a batch of {n} does not split into {g} equal groups")
+        self.num_batches_tracked.add_(1)
+        momentum = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+        running_mean, running_var = self.running_mean.repeat(g), self.running_var.repeat(g)
+        output = F.batch_norm(x.reshape(n // g, c * g, h, w), running_mean, running_var, self.weight.repeat(g),
+                              self.bias.repeat(g), True, momentum, self.eps).view(n, c, h, w)
+        self.running_mean.copy_(running_mean.view(g, c).mean(dim=0))
+        self.running_var.copy_(running_var.view(g, c).mean(dim=0))
+        return output
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, num_splits={self.num_splits}"
+
+
+def build_resnet_encoder(arch: str, dim: int, mlp_dim=None, bn_splits: int = 1) -> nn.Module:
+    """A torchvision ResNet whose ``fc`` is the projection head: linear, or Linear-ReLU-Linear if ``mlp_dim``;
+    its BN layers normalise ``bn_splits`` groups of each batch separately (``SplitBatchNorm``)."""
+    norm_layer = functools.partial(SplitBatchNorm, num_splits=bn_splits) if bn_splits > 1 else None
+    encoder = torchvision.models.get_model(arch, weights=None, norm_layer=norm_layer)
     if not isinstance(encoder, torchvision.models.ResNet):
         raise ValueError(f"MODEL.ARCH must name a torchvision ResNet, got {arch!r}")
     width = encoder.fc.in_features
@@ -83,11 +119,15 @@ class MoCo(nn.Module):
 
     @torch.no_grad()
     def encode_keys(self, images: torch.Tensor) -> torch.Tensor:
-        if not is_distributed():
-            return F.normalize(self.encoder_k(images).float(), dim=1)
-        images, inverse_permutation = self.shuffle_across_processes(images)
-        keys = F.normalize(self.encoder_k(images).float(), dim=1)
-        return self.unshuffle_across_processes(keys, inverse_permutation)
+        """Keys in the order of ``images``, encoded after a shuffle so that a key's BN group (its process's batch,
+        or its SplitBatchNorm group in one process) is not its query's."""
+        if is_distributed():
+            images, inverse_permutation = self.shuffle_across_processes(images)
+            keys = F.normalize(self.encoder_k(images).float(), dim=1)
+            return self.unshuffle_across_processes(keys, inverse_permutation)
+        permutation = torch.randperm(images.shape[0], device=images.device)
+        keys = F.normalize(self.encoder_k(images[permutation]).float(), dim=1)
+        return keys[torch.argsort(permutation)]
 
     def forward(self, im_q: torch.Tensor, im_k: torch.Tensor):
         """One MoCo step on two views of a batch; returns ``(loss, logits)`` with the positive in column 0."""
@@ -105,9 +145,20 @@ class MoCo(nn.Module):
         return {name: tensor for name, tensor in self.encoder_q.state_dict().items() if not name.startswith("fc.")}
 
 
+def bn_splits(cfg) -> int:
+    """MODEL.MOCO.BN_SPLITS, with 0 (auto) resolved: 8 groups in one process (the paper's 8 GPUs), 1 per process
+    under torchrun (there shuffle-BN runs across the processes)."""
+    if cfg.MODEL.MOCO.BN_SPLITS:
+        return cfg.MODEL.MOCO.BN_SPLITS
+    return 1 if is_distributed() else AUTO_BN_SPLITS
+
+
+AUTO_BN_SPLITS = 8
+
+
 def _moco(cfg, mlp_dim) -> MoCo:
     moco_cfg = cfg.MODEL.MOCO
-    encoder = build_resnet_encoder(cfg.MODEL.ARCH, moco_cfg.DIM, mlp_dim)
+    encoder = build_resnet_encoder(cfg.MODEL.ARCH, moco_cfg.DIM, mlp_dim, bn_splits(cfg))
     return MoCo(encoder, moco_cfg.DIM, moco_cfg.QUEUE_SIZE, moco_cfg.MOMENTUM, moco_cfg.TEMPERATURE)
 
 

@@ -34,7 +34,7 @@ from converters.io import atomic_link, atomic_write_text
 from .augmentations import IMAGENET_MEAN, IMAGENET_STD, TwoCrops, mocov1_augmentation, mocov2_augmentation
 from .config import PRETRAIN_RULES
 from .data import ImageDirectory, held_out_images
-from .moco import build_mocov1, build_mocov2
+from .moco import bn_splits, build_mocov1, build_mocov2
 
 
 class Method(NamedTuple):
@@ -75,6 +75,11 @@ def check_config(cfg: CfgNode, world_size: int) -> None:
     if batch % world_size:
         raise ConfigError(f"SOLVER.IMS_PER_BATCH {batch} is the global batch and must divide evenly over "
                           f"{world_size} processes")
+    splits, per_process = bn_splits(cfg), batch // world_size
+    if per_process % splits or per_process // splits < 2:
+        raise ConfigError(f"SOLVER.IMS_PER_BATCH {batch} is {per_process} images per process, which do not split "
+                          f"into MODEL.MOCO.BN_SPLITS {cfg.MODEL.MOCO.BN_SPLITS} ({splits}) equal BN groups of at "
+                          "least 2 images")
     if cfg.MODEL.MOCO.QUEUE_SIZE % batch:
         raise ConfigError(f"MODEL.MOCO.QUEUE_SIZE {cfg.MODEL.MOCO.QUEUE_SIZE} must be a multiple of "
                           f"SOLVER.IMS_PER_BATCH {batch}")
@@ -228,8 +233,12 @@ def _train_locked(cfg: CfgNode, device: torch.device, resume: bool) -> Path:
                                               find_unused_parameters=False)
     else:
         train_model = model
-        logger.info("single process: shuffle-BN has no other process to shuffle keys across, so the key "
-                    "encoder's BN sees the key batch as it comes (launch with torchrun for shuffle-BN)")
+        if bn_splits(cfg) == 1:
+            logger.warning("single process with MODEL.MOCO.BN_SPLITS 1: one BN group holds every query and every "
+                           "key, so BN statistics can leak which key is the positive (no shuffle-BN)")
+        else:
+            logger.info(f"single process: shuffle-BN emulated with {bn_splits(cfg)} BN groups of "
+                        f"{cfg.SOLVER.IMS_PER_BATCH // bn_splits(cfg)} images (MODEL.MOCO.BN_SPLITS)")
     loader = build_data_loader(cfg, dataset, start_iter, device)
 
     logger.info(f"{cfg.METHOD} {cfg.MODEL.ARCH} on {len(dataset)} images from {data_dir}; {world_size} process(es) "

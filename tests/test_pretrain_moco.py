@@ -14,19 +14,22 @@ import torch.nn as nn
 from PIL import Image
 
 from benchmarks.engine.config import ConfigError, load_config
+from benchmarks.engine.distributed import get_rank, init_distributed
+from benchmarks.engine.launch import launch
 from converters import CheckpointError, expected_backbone_keys, load_backbone, load_torch_file
 from pretrain.augmentations import TwoCrops, mocov1_augmentation, mocov2_augmentation
 from pretrain.config import get_defaults
 from pretrain.data import ImageDirectory, held_out_images
 from pretrain.losses import info_nce
-from pretrain.moco import MoCo, build_mocov1, build_mocov2
+from pretrain.moco import MoCo, SplitBatchNorm, build_mocov1, build_mocov2, build_resnet_encoder
 from pretrain.train import check_config, check_data, learning_rate, train
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO / "configs" / "pretrain" / "demo.yaml"
 # Small enough for seconds per run on a CPU, big enough for BN statistics at 1x1 resolution.
 TINY_RUN = ["MODEL.ARCH", "resnet18", "INPUT.CROP_SIZE", 32, "SOLVER.IMS_PER_BATCH", 8,
-            "MODEL.MOCO.QUEUE_SIZE", 32, "MODEL.MOCO.MLP_DIM", 64, "DATALOADER.NUM_WORKERS", 0, "LOG_PERIOD", 1]
+            "MODEL.MOCO.QUEUE_SIZE", 32, "MODEL.MOCO.MLP_DIM", 64, "MODEL.MOCO.BN_SPLITS", 2,
+            "DATALOADER.NUM_WORKERS", 0, "LOG_PERIOD", 1]
 
 
 def tiny_config(**overrides):
@@ -88,6 +91,17 @@ def test_queue_size_must_be_a_multiple_of_the_batch():
         linear_moco(queue_size=6).dequeue_and_enqueue(torch.zeros(4, 3))
     with pytest.raises(ConfigError, match="QUEUE_SIZE"):
         check_config(tiny_config(MODEL__MOCO__QUEUE_SIZE=36, OUTPUT_DIR="work/x"), world_size=1)
+
+
+@pytest.mark.parametrize("splits", [3, 8])
+def test_bn_groups_must_split_the_batch_into_pairs_at_least(splits):
+    with pytest.raises(ConfigError, match=f"8 images per process, which do not split into MODEL.MOCO.BN_SPLITS "
+                                          f"{splits}"):
+        check_config(tiny_config(MODEL__MOCO__BN_SPLITS=splits, OUTPUT_DIR="work/x"), world_size=1)
+    # auto in one process is 8 groups: a batch of 8 cannot have them, a batch of 16 can
+    with pytest.raises(ConfigError, match=r"BN_SPLITS 0 \(8\)"):
+        check_config(tiny_config(MODEL__MOCO__BN_SPLITS=0, OUTPUT_DIR="work/x"), world_size=1)
+    check_config(tiny_config(MODEL__MOCO__BN_SPLITS=0, SOLVER__IMS_PER_BATCH=16, OUTPUT_DIR="work/x"), world_size=1)
 
 
 def test_momentum_update_is_exact():
@@ -228,6 +242,7 @@ def test_three_iterations_write_a_loadable_canonical_checkpoint(image_dir, tmp_p
     assert not killed_write.exists()
     log = (tmp_path / "run" / "log.txt").read_text()
     assert f"Removed {killed_write} (0.0 MB), left by a write that was killed" in log
+    assert "single process: shuffle-BN emulated with 2 BN groups of 4 images (MODEL.MOCO.BN_SPLITS)" in log
 
     torch.save(state_dict, last)  # a backbone-only file where the run's last.pth was
     with pytest.raises(CheckpointError, match=rf"^{last} holds no training state \(a backbone-only checkpoint\?\)"):
@@ -271,6 +286,69 @@ def torchrun_pretrain(image_dir, output, *extra):
                             capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
+
+
+def test_split_batch_norm_normalises_each_group_as_its_own_batch():
+    torch.manual_seed(0)
+    split, plain = SplitBatchNorm(3, num_splits=4), nn.BatchNorm2d(3)
+    with torch.no_grad():
+        for bn in (split, plain):
+            bn.weight.copy_(torch.tensor([1.0, 2.0, 0.5]))
+            bn.bias.copy_(torch.tensor([0.0, -1.0, 3.0]))
+    assert split.state_dict().keys() == plain.state_dict().keys()
+    x = torch.randn(8, 3, 5, 5) * torch.arange(1.0, 9.0).view(8, 1, 1, 1)  # groups with different statistics
+    output = split(x)
+    groups = [copy_of_bn(plain) for _ in range(4)]
+    for g, bn in enumerate(groups):  # image i belongs to group i mod 4
+        torch.testing.assert_close(output[g::4], bn(x[g::4]))
+    torch.testing.assert_close(split.running_mean, torch.stack([bn.running_mean for bn in groups]).mean(0))
+    torch.testing.assert_close(split.running_var, torch.stack([bn.running_var for bn in groups]).mean(0))
+    output.sum().backward()  # the gradient reaches the per-channel parameters
+    assert split.weight.grad.shape == (3,) and split.weight.grad.abs().sum() > 0
+    split.eval(), plain.eval()
+    plain.load_state_dict(split.state_dict())
+    torch.testing.assert_close(split(x), plain(x))
+    with pytest.raises(ValueError, match="does not split into 4"):
+        split.train()(x[:6])
+
+
+def copy_of_bn(bn):
+    copy = nn.BatchNorm2d(bn.num_features)
+    copy.load_state_dict(bn.state_dict())
+    return copy
+
+
+def batch_independent_moco(bn_splits: int = 1) -> MoCo:
+    """A MoCo whose key encoder is in eval mode: each key depends on its own image only, so order is checkable."""
+    torch.manual_seed(0)
+    model = MoCo(build_resnet_encoder("resnet18", 16, bn_splits=bn_splits), 16, 32, 0.99, 0.2)
+    model.encoder_k.eval()
+    return model
+
+
+def test_one_process_key_shuffle_is_undone():
+    model = batch_independent_moco(bn_splits=4)
+    assert isinstance(model.encoder_k.layer1[0].bn1, SplitBatchNorm)
+    images = torch.randn(8, 3, 32, 32)
+    expected = nn.functional.normalize(model.encoder_k(images), dim=1)
+    torch.manual_seed(1)
+    torch.testing.assert_close(model.encode_keys(images), expected)
+    torch.manual_seed(1)
+    assert not torch.equal(torch.randperm(8), torch.arange(8))  # the keys really went through shuffled
+
+
+def _unshuffle_worker(rendezvous: str):
+    init_distributed()
+    model = batch_independent_moco()
+    images = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(10 + get_rank()))
+    expected = nn.functional.normalize(model.encoder_k(images), dim=1)
+    torch.testing.assert_close(model.encode_keys(images), expected)
+    Path(rendezvous, f"ok{get_rank()}").write_text("unshuffled")
+
+
+def test_two_process_key_shuffle_is_undone(tmp_path):
+    launch(_unshuffle_worker, 2, (str(tmp_path),))
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["ok0", "ok1"]
 
 
 def test_torchrun_two_processes_with_shuffle_bn_and_exact_resume(image_dir, tmp_path):
