@@ -12,7 +12,8 @@ from benchmarks.engine.validation import BOOLEAN, STRING, Rule, choice, integer,
 
 _C = CN()
 
-# "mocov1" (linear head, augmentation without blur) or "mocov2" (MLP head, blur); see pretrain/train.py METHODS.
+# "mocov1" (linear head, augmentation without blur), "mocov2" (MLP head, blur), "exemplar_v1" / "exemplar_v2"
+# (their labelled variants: DATA.ROOT holds class subfolders); see pretrain/train.py METHODS.
 _C.METHOD = "mocov2"
 _C.SEED = 0
 # Where last.pth, periodic checkpoints, config.yaml and log.txt go; tools/pretrain.py fills it in.
@@ -45,7 +46,8 @@ _C.INPUT.CROP_SIZE = 224
 _C.INPUT.MIN_SCALE = 0.2
 
 _C.DATA = CN()
-# A directory of images (flat or class subfolders); "" = the built-in generated pool.
+# A directory of images (flat or class subfolders; class subfolders for a labelled method); "" = the built-in
+# generated pool (a labelled method: the built-in classification train split).
 _C.DATA.ROOT = ""
 
 _C.DATALOADER = CN()

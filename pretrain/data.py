@@ -58,3 +58,22 @@ class ImageDirectory(Dataset):
         except (OSError, ValueError) as err:
             raise OSError(f"cannot read image {path}: {err}") from err
         return self.transform(image) if self.transform is not None else image
+
+
+class LabelledImageFolder(ImageDirectory):
+    """``dataset[i]`` is ``(transform(rgb_image_i), class index)``, the class being the image's top-level folder
+    under ``root`` (torchvision's ImageFolder convention), classes in sorted order."""
+
+    def __init__(self, root, transform=None):
+        super().__init__(root, transform)
+        unfoldered = [path for path in self.files if path.parent == self.root]
+        if unfoldered:
+            raise ValueError(f"{self.root}: a labelled pretraining method reads classes from class subfolders "
+                             f"(ROOT/<class>/<image>), but {len(unfoldered)} images lie directly in it, e.g. "
+                             f"{unfoldered[0].name}")
+        self.classes = sorted({path.relative_to(self.root).parts[0] for path in self.files})
+        index = {name: i for i, name in enumerate(self.classes)}
+        self.labels = [index[path.relative_to(self.root).parts[0]] for path in self.files]
+
+    def __getitem__(self, index):
+        return super().__getitem__(index), self.labels[index]

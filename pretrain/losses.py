@@ -22,3 +22,21 @@ def info_nce(query: torch.Tensor, positive_key: torch.Tensor, queue: torch.Tenso
     logits = info_nce_logits(query, positive_key, queue, temperature)
     target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
     return F.cross_entropy(logits, target), logits
+
+
+def exemplar_nce(query: torch.Tensor, positive_key: torch.Tensor, queue: torch.Tensor, query_labels: torch.Tensor,
+                 queue_labels: torch.Tensor, temperature: float):
+    """The Exemplar paper's eq. 2 (Zhao et al. 2021, §3): InfoNCE whose denominator keeps only true negatives,
+
+        L_q = -log exp(q·k+/T) / (exp(q·k+/T) + sum_{j: y_j != y_q} exp(q·k_j/T)),
+
+    i.e. queue keys of the query's own class are removed (their logit set to -inf), the positive key stays.
+    ``queue_labels`` (K) holds each queued key's class, -1 for keys of no class (the random initial queue).
+    Returns ``(loss, logits)``, the logits of removed keys at -inf, so the contrastive accuracy counts true
+    negatives only.
+    """
+    logits = info_nce_logits(query, positive_key, queue, temperature)
+    same_class = query_labels[:, None] == queue_labels[None, :]
+    logits = torch.cat([logits[:, :1], logits[:, 1:].masked_fill(same_class, float("-inf"))], dim=1)
+    target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
+    return F.cross_entropy(logits, target), logits

@@ -156,17 +156,19 @@ def bn_splits(cfg) -> int:
 AUTO_BN_SPLITS = 8
 
 
-def _moco(cfg, mlp_dim) -> MoCo:
+def build_moco(cfg, version: int, model_class=MoCo) -> MoCo:
+    """A ``model_class`` (MoCo or a subclass) with v1's linear projection head or v2's MLP head."""
     moco_cfg = cfg.MODEL.MOCO
+    mlp_dim = {1: None, 2: moco_cfg.MLP_DIM}[version]
     encoder = build_resnet_encoder(cfg.MODEL.ARCH, moco_cfg.DIM, mlp_dim, bn_splits(cfg))
-    return MoCo(encoder, moco_cfg.DIM, moco_cfg.QUEUE_SIZE, moco_cfg.MOMENTUM, moco_cfg.TEMPERATURE)
+    return model_class(encoder, moco_cfg.DIM, moco_cfg.QUEUE_SIZE, moco_cfg.MOMENTUM, moco_cfg.TEMPERATURE)
 
 
 def build_mocov1(cfg) -> MoCo:
     """MoCo v1: linear projection head."""
-    return _moco(cfg, mlp_dim=None)
+    return build_moco(cfg, 1)
 
 
 def build_mocov2(cfg) -> MoCo:
     """MoCo v2: MLP projection head."""
-    return _moco(cfg, mlp_dim=cfg.MODEL.MOCO.MLP_DIM)
+    return build_moco(cfg, 2)

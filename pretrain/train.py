@@ -33,29 +33,34 @@ from converters.io import atomic_link, atomic_write_text
 
 from .augmentations import IMAGENET_MEAN, IMAGENET_STD, TwoCrops, mocov1_augmentation, mocov2_augmentation
 from .config import PRETRAIN_RULES
-from .data import ImageDirectory, held_out_images
+from .data import ImageDirectory, LabelledImageFolder, held_out_images
+from .exemplar import build_exemplar_v1, build_exemplar_v2
 from .moco import bn_splits, build_mocov1, build_mocov2
 
 
 class Method(NamedTuple):
     """What the loop needs of a pretraining method."""
 
-    build_model: Callable  # cfg -> module; forward(im_q, im_k) -> (loss, logits with the positive in column 0)
+    # cfg -> module; forward(im_q, im_k[, labels]) -> (loss, logits with the positive in column 0)
+    build_model: Callable
     augmentation: Callable  # (crop_size, min_scale) -> the transform of one view
+    labelled: bool = False  # reads class subfolders and passes each batch's labels to the model
 
 
 METHODS = {
     "mocov1": Method(build_mocov1, mocov1_augmentation),
     "mocov2": Method(build_mocov2, mocov2_augmentation),
+    "exemplar_v1": Method(build_exemplar_v1, mocov1_augmentation, labelled=True),
+    "exemplar_v2": Method(build_exemplar_v2, mocov2_augmentation, labelled=True),
 }
 
 
 # The methods of DESIGN.md that are not built yet: named so that asking for one says so plainly.
 PLANNED_METHODS = {
     "hpt": "hierarchical pretraining from a base checkpoint",
+    "bn_recalibrate": "BN statistics of a base checkpoint re-estimated on the target data",
     "sl": "supervised cross-entropy pretraining",
-    "sl_mlp": "supervised pretraining with an MLP projector",
-    "exemplar": "MoCo without same-label negatives",
+    "slmlp": "supervised pretraining with an MLP projector",
 }
 
 
@@ -88,7 +93,10 @@ def check_config(cfg: CfgNode, world_size: int) -> None:
 
 
 def data_directory(cfg: CfgNode) -> Path:
-    return Path(cfg.DATA.ROOT) if cfg.DATA.ROOT else builtin_data_root() / "pool"
+    """DATA.ROOT, else the built-in pool, or for a labelled method the built-in classification train split."""
+    if cfg.DATA.ROOT:
+        return Path(cfg.DATA.ROOT)
+    return builtin_data_root() / ("classification/train" if METHODS[cfg.METHOD].labelled else "pool")
 
 
 def total_iterations(cfg: CfgNode, dataset_size: int) -> int:
@@ -209,7 +217,8 @@ def _train_locked(cfg: CfgNode, device: torch.device, resume: bool) -> Path:
 
     method = METHODS[cfg.METHOD]
     data_dir = data_directory(cfg)
-    dataset = ImageDirectory(data_dir, TwoCrops(method.augmentation(cfg.INPUT.CROP_SIZE, cfg.INPUT.MIN_SCALE)))
+    dataset_class = LabelledImageFolder if method.labelled else ImageDirectory
+    dataset = dataset_class(data_dir, TwoCrops(method.augmentation(cfg.INPUT.CROP_SIZE, cfg.INPUT.MIN_SCALE)))
     check_data(cfg, dataset, world_size, logger)
     max_iter = total_iterations(cfg, len(dataset))
     if is_main_process():
@@ -259,9 +268,13 @@ def _train_locked(cfg: CfgNode, device: torch.device, resume: bool) -> Path:
             lr = learning_rate(cfg, iteration, max_iter)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            im_q, im_k = (images.to(device, non_blocking=True) for images in next(batches))
+            batch = next(batches)
+            views, labels = batch if method.labelled else (batch, None)
+            inputs = [images.to(device, non_blocking=True) for images in views]
+            if labels is not None:
+                inputs.append(labels.to(device, non_blocking=True))
             with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                loss, logits = train_model(im_q, im_k)
+                loss, logits = train_model(*inputs)
             optimizer.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.step(optimizer)

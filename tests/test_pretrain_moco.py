@@ -1,4 +1,5 @@
 """MoCo pretraining: loss, queue, momentum encoder, heads, data, and short end-to-end runs (resnet18, tiny crops)."""
+import itertools
 import logging
 import math
 import os
@@ -16,11 +17,12 @@ from PIL import Image
 from benchmarks.engine.config import ConfigError, load_config
 from benchmarks.engine.distributed import get_rank, init_distributed
 from benchmarks.engine.launch import launch
+from benchmarks.engine.sampler import InfiniteSampler
 from converters import CheckpointError, expected_backbone_keys, load_backbone, load_torch_file
 from pretrain.augmentations import TwoCrops, mocov1_augmentation, mocov2_augmentation
 from pretrain.config import get_defaults
-from pretrain.data import ImageDirectory, held_out_images
-from pretrain.losses import info_nce
+from pretrain.data import ImageDirectory, LabelledImageFolder, held_out_images
+from pretrain.losses import exemplar_nce, info_nce
 from pretrain.moco import MoCo, SplitBatchNorm, build_mocov1, build_mocov2, build_resnet_encoder
 from pretrain.train import check_config, check_data, learning_rate, train
 
@@ -67,6 +69,24 @@ def test_info_nce_matches_hand_computation():
     loss_1 = -math.log(math.exp(1.2) / (math.exp(1.2) + math.exp(2.0) + math.exp(0.0)))
     loss_2 = -math.log(math.exp(2.0) / (math.exp(2.0) + math.exp(0.0) + math.exp(2.0)))
     assert loss.item() == pytest.approx((loss_1 + loss_2) / 2, rel=1e-6)
+
+
+def test_exemplar_loss_drops_same_class_keys_from_the_denominator():
+    # queue: 4 keys with labels 0, 1, 0, -1 (a key of no class); queries of class 0 and 1, T 0.5
+    query = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    positive_key = torch.tensor([[0.6, 0.8], [0.8, 0.6]])
+    queue = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8], [-1.0, 0.0]])
+    loss, logits = exemplar_nce(query, positive_key, queue, torch.tensor([0, 1]), torch.tensor([0, 1, 0, -1]), 0.5)
+    # query 0 (class 0) keeps keys 1 and 3: logits [0.6, -, 0, -, -1] / 0.5
+    # query 1 (class 1) keeps keys 0, 2, 3: logits [0.6, 0, -, 0.8, 0] / 0.5
+    inf = float("inf")
+    torch.testing.assert_close(logits, torch.tensor([[1.2, -inf, 0.0, -inf, -2.0], [1.2, 0.0, -inf, 1.6, 0.0]]))
+    loss_0 = -math.log(math.exp(1.2) / (math.exp(1.2) + math.exp(0.0) + math.exp(-2.0)))
+    loss_1 = -math.log(math.exp(1.2) / (math.exp(1.2) + math.exp(0.0) + math.exp(1.6) + math.exp(0.0)))
+    assert loss.item() == pytest.approx((loss_0 + loss_1) / 2, rel=1e-6)
+    # with no label in common it is MoCo's loss
+    unrelated, _ = exemplar_nce(query, positive_key, queue, torch.tensor([5, 6]), torch.tensor([0, 1, 0, -1]), 0.5)
+    assert unrelated.item() == pytest.approx(info_nce(query, positive_key, queue, 0.5)[0].item(), rel=1e-6)
 
 
 def linear_moco(queue_size=6, momentum=0.9):
@@ -249,6 +269,25 @@ def test_three_iterations_write_a_loadable_canonical_checkpoint(image_dir, tmp_p
         train(cfg, torch.device("cpu"), resume=True)
 
 
+def test_exemplar_runs_on_class_folders_and_queues_the_labels(image_dir, tmp_path):
+    # image_dir holds class0/ and class1/, 8 images each; 3 steps of 8 fill 24 of the 32 queue slots
+    cfg = tiny_config(OUTPUT_DIR=str(tmp_path / "run"), DATA__ROOT=str(image_dir), SOLVER__MAX_ITER=3,
+                      METHOD="exemplar_v2", MODEL__MOCO__TEMPERATURE=0.1)
+    state_dict, meta = load_backbone(train(cfg, torch.device("cpu")))
+    assert meta["method"] == "exemplar_v2" and sorted(state_dict) == sorted(expected_backbone_keys("resnet18"))
+    model = load_torch_file(tmp_path / "run" / "last.pth")["train_state"]["model"]
+    stream = itertools.islice(InfiniteSampler(16, seed=cfg.SEED, rank=0, world_size=1).stream(), 24)
+    folder_labels = LabelledImageFolder(image_dir).labels
+    assert model["queue_labels"].tolist() == [folder_labels[index] for _, index in stream] + [-1] * 8
+
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    shutil.copy(next(image_dir.rglob("*.png")), flat / "loose.png")
+    with pytest.raises(ValueError, match="class subfolders .* 1 images lie directly in it, e.g. loose.png"):
+        train(tiny_config(OUTPUT_DIR=str(tmp_path / "flat_run"), DATA__ROOT=str(flat), METHOD="exemplar_v1"),
+              torch.device("cpu"))
+
+
 def test_mocov1_runs_with_the_step_schedule(image_dir, tmp_path):
     cfg = tiny_config(METHOD="mocov1", MODEL__MOCO__TEMPERATURE=0.07, SOLVER__LR_SCHEDULE="step",
                       OUTPUT_DIR=str(tmp_path / "v1"), DATA__ROOT=str(image_dir), SOLVER__MAX_ITER=1)
@@ -377,5 +416,5 @@ def test_cli_help_runs():
 
 
 def test_planned_methods_say_they_are_not_implemented():
-    with pytest.raises(NotImplementedError, match="'exemplar'.*not implemented yet.*mocov2"):
-        check_config(tiny_config(METHOD="exemplar"), world_size=1)
+    with pytest.raises(NotImplementedError, match="'slmlp'.*not implemented yet.*mocov2"):
+        check_config(tiny_config(METHOD="slmlp"), world_size=1)

@@ -99,7 +99,7 @@ def test_pretrain_user_errors(case, tmp_path, a_file):
     args, fragments = {
         "unknown key": ([*config, "SOLVER.NOPE", "1"], ["unknown config key 'SOLVER.NOPE'"]),
         "bad value": ([*config, "SOLVER.BASE_LR", "-0.5"], ["SOLVER.BASE_LR -0.5: must be a number > 0"]),
-        "planned method": ([*config, "METHOD", "exemplar"], ["METHOD 'exemplar'", "not implemented yet"]),
+        "planned method": ([*config, "METHOD", "slmlp"], ["METHOD 'slmlp'", "not implemented yet"]),
         "existing run": (config, [f"{out / 'last.pth'} already exists: pass --resume"]),
         "output is a file": ([*config[:-1], a_file], [f"--output {a_file}: exists and is not a directory"]),
         "missing data root": ([*config, "--data-root", tmp_path / "nowhere"],

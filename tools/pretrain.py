@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Pretrain a ResNet backbone (MoCo v1/v2) and write canonical checkpoints.
+"""Pretrain a ResNet backbone (MoCo v1/v2, Exemplar v1/v2) and write canonical checkpoints.
 
 Examples:
   python tools/pretrain.py --config configs/pretrain/demo.yaml
@@ -31,6 +31,8 @@ def parse_args(argv=None):
                "The output directory receives config.yaml (the fully resolved config), log.txt, "
                "model_<iter>.pth every SOLVER.CHECKPOINT_PERIOD iterations and last.pth.")
     parser.add_argument("--config", required=True, help="YAML recipe, e.g. configs/pretrain/mocov2_r50.yaml")
+    parser.add_argument("--method", help="pretraining method, sets METHOD (mocov1, mocov2, exemplar_v1, "
+                                         "exemplar_v2); default: the config's")
     parser.add_argument("--output", help="output directory (default: work/pretrain/<config file stem>)")
     parser.add_argument("--data-root", help="directory of images, flat or in class subfolders "
                                             "(default: the built-in generated pool); sets DATA.ROOT")
@@ -45,6 +47,8 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     overrides = list(args.overrides)
+    if args.method:
+        overrides += ["METHOD", args.method]
     if args.data_root:
         overrides += ["DATA.ROOT", str(input_directory(args.data_root, "--data-root"))]
     if args.output:
