@@ -75,6 +75,7 @@ class SourceSummary:
     ignored: dict[str, str]  # source entries that are not backbone weights -> why
     missing: dict[str, str] = field(default_factory=dict)  # backbone tensors the file lacks (allow_partial)
     discarded: dict[str, str] = field(default_factory=dict)  # tensors no rule explains, dropped (allow_partial)
+    parent: object = None  # the canonical meta's parent: {"path", "sha256", "method", "parent"} or None
 
     @classmethod
     def from_meta(
@@ -91,6 +92,7 @@ class SourceSummary:
             ignored=dict(meta.get("ignored") or {}),
             missing=dict(meta.get("missing") or {}),
             discarded=dict(meta.get("dropped") or {}),
+            parent=meta.get("parent"),
         )
 
     def format(self, verbose: bool = False) -> str:
@@ -105,7 +107,18 @@ class SourceSummary:
             lines += _names_by_reason(self.ignored, verbose)
         if self.partial:
             lines.append(self.partial_warning())
+        lines += self.lineage()
         return "\n".join(lines)
+
+    def lineage(self) -> list[str]:
+        """One line per ancestor, nearest first, from the ``parent`` chain a pretraining recorded."""
+        lines, parent = [], self.parent
+        while isinstance(parent, Mapping):
+            method = f", method {parent['method']}" if parent.get("method") else ""
+            digest = f", sha256 {parent['sha256'][:12]}" if parent.get("sha256") else ""
+            lines.append(f"  {'parent' if not lines else 'then':<8} {parent.get('path')}{method}{digest}")
+            parent = parent.get("parent")
+        return lines
 
     @property
     def partial(self) -> bool:

@@ -24,6 +24,9 @@ _C.LOG_PERIOD = 20
 _C.MODEL = CN()
 # A torchvision ResNet: resnet18, resnet34, resnet50, resnet101 or resnet152 (what the canonical checkpoint holds).
 _C.MODEL.ARCH = "resnet50"
+# The base checkpoint a method starts from (tools/pretrain.py --init): any format converters.load_backbone
+# reads. Required by bn_recalibrate; rejected by methods that start from random initialization.
+_C.MODEL.INIT = ""
 
 _C.MODEL.MOCO = CN()
 # Output dimension of the projection head (the embedding the contrastive loss compares).
@@ -77,6 +80,10 @@ _C.SOLVER.AMP = CN()
 # Mixed precision: bf16 autocast on CPU, fp16 autocast with a GradScaler on CUDA.
 _C.SOLVER.AMP.ENABLED = False
 
+# bn_recalibrate: batches of SOLVER.IMS_PER_BATCH target images whose statistics are averaged; 0 = one pass.
+_C.BN_RECALIBRATE = CN()
+_C.BN_RECALIBRATE.BATCHES = 0
+
 
 def get_defaults() -> CN:
     """A fresh copy of the defaults, safe to modify."""
@@ -110,4 +117,6 @@ PRETRAIN_RULES = {
                              number(0, 1, low_open=True, high_open=True), order=operator.lt),
     "SOLVER.CHECKPOINT_PERIOD": integer(1),
     "SOLVER.AMP.ENABLED": BOOLEAN,
+    "MODEL.INIT": STRING,  # read (and so checked) by the methods that take it
+    "BN_RECALIBRATE.BATCHES": integer(0),
 }

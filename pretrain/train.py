@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
+from benchmarks.classification.features import checkpoint_id
 from benchmarks.data.builtin import builtin_data_root
 from benchmarks.engine.checkpoint import clean_stale_temporaries
 from benchmarks.engine.config import ConfigError
@@ -32,6 +33,7 @@ from converters import CheckpointError, expected_backbone_keys, load_torch_file,
 from converters.io import atomic_link, atomic_write_text
 
 from .augmentations import IMAGENET_MEAN, IMAGENET_STD, TwoCrops, mocov1_augmentation, mocov2_augmentation
+from .bn_recalibrate import load_init_backbone, recalibrate_bn_statistics
 from .config import PRETRAIN_RULES
 from .data import ImageDirectory, LabelledImageFolder, held_out_images
 from .exemplar import build_exemplar_v1, build_exemplar_v2
@@ -58,19 +60,29 @@ METHODS = {
 # The methods of DESIGN.md that are not built yet: named so that asking for one says so plainly.
 PLANNED_METHODS = {
     "hpt": "hierarchical pretraining from a base checkpoint",
-    "bn_recalibrate": "BN statistics of a base checkpoint re-estimated on the target data",
     "sl": "supervised cross-entropy pretraining",
     "slmlp": "supervised pretraining with an MLP projector",
 }
 
 
+# Re-estimates the BN statistics of MODEL.INIT: no model to train, so not a Method.
+BN_RECALIBRATE = "bn_recalibrate"
+
+
 def check_config(cfg: CfgNode, world_size: int) -> None:
     """Reject settings the loop cannot honour before any work starts."""
+    implemented = sorted([*METHODS, BN_RECALIBRATE])
     if cfg.METHOD in PLANNED_METHODS:
         raise NotImplementedError(f"METHOD {cfg.METHOD!r} ({PLANNED_METHODS[cfg.METHOD]}) is not implemented yet; "
-                                  f"implemented: {sorted(METHODS)}")
-    if cfg.METHOD not in METHODS:
-        raise ConfigError(f"METHOD {cfg.METHOD!r} is not one of {sorted(METHODS)}")
+                                  f"implemented: {implemented}")
+    if cfg.METHOD not in implemented:
+        raise ConfigError(f"METHOD {cfg.METHOD!r} is not one of {implemented}")
+    if cfg.METHOD == BN_RECALIBRATE and not cfg.MODEL.INIT:
+        raise ConfigError("METHOD bn_recalibrate re-estimates the BN statistics of a base checkpoint: give it with "
+                          "--init PATH (MODEL.INIT)")
+    if cfg.METHOD != BN_RECALIBRATE and cfg.MODEL.INIT:
+        raise ConfigError(f"METHOD {cfg.METHOD} starts from random initialization; MODEL.INIT (--init) is taken "
+                          f"by {BN_RECALIBRATE} only")
     try:
         expected_backbone_keys(cfg.MODEL.ARCH)  # the archs a canonical checkpoint can hold
     except ValueError as err:
@@ -96,7 +108,8 @@ def data_directory(cfg: CfgNode) -> Path:
     """DATA.ROOT, else the built-in pool, or for a labelled method the built-in classification train split."""
     if cfg.DATA.ROOT:
         return Path(cfg.DATA.ROOT)
-    return builtin_data_root() / ("classification/train" if METHODS[cfg.METHOD].labelled else "pool")
+    labelled = cfg.METHOD in METHODS and METHODS[cfg.METHOD].labelled
+    return builtin_data_root() / ("classification/train" if labelled else "pool")
 
 
 def total_iterations(cfg: CfgNode, dataset_size: int) -> int:
@@ -130,18 +143,24 @@ def build_data_loader(cfg: CfgNode, dataset, start_iter: int, device: torch.devi
     )
 
 
-def save_checkpoint(path: Path, model, optimizer, scaler, iteration: int, cfg: CfgNode, data_dir: Path) -> None:
-    """A canonical checkpoint: the backbone for transfer, plus everything needed to resume."""
-    meta = {
-        "arch": cfg.MODEL.ARCH,
+def checkpoint_meta(cfg: CfgNode, arch: str, data_dir: Path, step: int, parent=None) -> dict:
+    """The canonical metadata of a checkpoint this pretraining writes; ``parent`` describes the checkpoint it
+    started from (None: random initialization)."""
+    return {
+        "arch": arch,
         "method": cfg.METHOD,
         "pretrain_data": str(data_dir),
         "pixel_mean": [round(255 * value, 3) for value in IMAGENET_MEAN],
         "pixel_std": [round(255 * value, 3) for value in IMAGENET_STD],
         "config": cfg.dump(),
-        "parent": None,
-        "step": iteration,
+        "parent": parent,
+        "step": step,
     }
+
+
+def save_checkpoint(path: Path, model, optimizer, scaler, iteration: int, cfg: CfgNode, data_dir: Path) -> None:
+    """A canonical checkpoint: the backbone for transfer, plus everything needed to resume."""
+    meta = checkpoint_meta(cfg, cfg.MODEL.ARCH, data_dir, iteration)
     train_state = {
         "model": model.state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -215,6 +234,8 @@ def _train_locked(cfg: CfgNode, device: torch.device, resume: bool) -> Path:
     logger = setup_logger(output_dir)
     clean_stale_temporaries(output_dir)
 
+    if cfg.METHOD == BN_RECALIBRATE:
+        return _recalibrate(cfg, device, last_path, logger)
     method = METHODS[cfg.METHOD]
     data_dir = data_directory(cfg)
     dataset_class = LabelledImageFolder if method.labelled else ImageDirectory
@@ -306,4 +327,29 @@ def _train_locked(cfg: CfgNode, device: torch.device, resume: bool) -> Path:
                     atomic_link(last_path, output_dir / f"model_{done - 1:07d}.pth")
     synchronize()
     logger.info(f"pretraining done: {last_path}")
+    return last_path
+
+
+def _recalibrate(cfg: CfgNode, device: torch.device, last_path: Path, logger) -> Path:
+    """bn_recalibrate: MODEL.INIT's BN statistics averaged over target batches of one MoCo v2 view each."""
+    data_dir = data_directory(cfg)
+    dataset = ImageDirectory(data_dir, mocov2_augmentation(cfg.INPUT.CROP_SIZE, cfg.INPUT.MIN_SCALE))
+    check_data(cfg, dataset, get_world_size(), logger)
+    model, init_meta = load_init_backbone(cfg.MODEL.INIT)
+    if init_meta["arch"] != cfg.MODEL.ARCH:
+        raise ConfigError(f"MODEL.INIT {cfg.MODEL.INIT} holds a {init_meta['arch']} but MODEL.ARCH is "
+                          f"{cfg.MODEL.ARCH}; set MODEL.ARCH {init_meta['arch']}")
+    model.to(device)
+    batches = cfg.BN_RECALIBRATE.BATCHES or max(1, len(dataset) // cfg.SOLVER.IMS_PER_BATCH)
+    logger.info(f"{BN_RECALIBRATE}: {init_meta['arch']} from {cfg.MODEL.INIT} ({init_meta['source_format']} "
+                f"format); BN statistics from {batches} batches of {cfg.SOLVER.IMS_PER_BATCH} images of {data_dir}, "
+                "weights unchanged")
+    seen = recalibrate_bn_statistics(model, build_data_loader(cfg, dataset, 0, device), device, batches)
+    parent = {"path": str(cfg.MODEL.INIT), "sha256": checkpoint_id(cfg.MODEL.INIT), "method": init_meta.get("method"),
+              "parent": init_meta.get("parent")}
+    if is_main_process():
+        atomic_write_text(Path(cfg.OUTPUT_DIR) / "config.yaml", cfg.dump())
+        save_canonical(last_path, model.state_dict(), checkpoint_meta(cfg, init_meta["arch"], data_dir, seen, parent))
+    synchronize()
+    logger.info(f"{BN_RECALIBRATE} done ({seen} batches): {last_path}")
     return last_path

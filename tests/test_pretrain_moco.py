@@ -1,4 +1,5 @@
 """MoCo pretraining: loss, queue, momentum encoder, heads, data, and short end-to-end runs (resnet18, tiny crops)."""
+import hashlib
 import itertools
 import logging
 import math
@@ -12,13 +13,15 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+import torchvision
 from PIL import Image
 
 from benchmarks.engine.config import ConfigError, load_config
 from benchmarks.engine.distributed import get_rank, init_distributed
 from benchmarks.engine.launch import launch
 from benchmarks.engine.sampler import InfiniteSampler
-from converters import CheckpointError, expected_backbone_keys, load_backbone, load_torch_file
+from converters import CheckpointError, expected_backbone_keys, load_backbone, load_torch_file, save_canonical
+from converters.report import SourceSummary
 from pretrain.augmentations import TwoCrops, mocov1_augmentation, mocov2_augmentation
 from pretrain.config import get_defaults
 from pretrain.data import ImageDirectory, LabelledImageFolder, held_out_images
@@ -286,6 +289,41 @@ def test_exemplar_runs_on_class_folders_and_queues_the_labels(image_dir, tmp_pat
     with pytest.raises(ValueError, match="class subfolders .* 1 images lie directly in it, e.g. loose.png"):
         train(tiny_config(OUTPUT_DIR=str(tmp_path / "flat_run"), DATA__ROOT=str(flat), METHOD="exemplar_v1"),
               torch.device("cpu"))
+
+
+def test_bn_recalibrate_changes_only_the_bn_statistics(image_dir, tmp_path):
+    torch.manual_seed(0)
+    base = torchvision.models.resnet18()
+    base.fc = nn.Identity()
+    init = tmp_path / "base.pth"
+    save_canonical(init, base.state_dict(), {"method": "mocov2", "parent": None})
+    cfg = tiny_config(OUTPUT_DIR=str(tmp_path / "run"), DATA__ROOT=str(image_dir), METHOD="bn_recalibrate",
+                      MODEL__INIT=str(init), BN_RECALIBRATE__BATCHES=2)
+    recalibrated, meta = load_backbone(train(cfg, torch.device("cpu")))
+    assert meta["method"] == "bn_recalibrate" and meta["step"] == 2 and meta["arch"] == "resnet18"
+    assert meta["parent"] == {"path": str(init), "sha256": hashlib.sha256(init.read_bytes()).hexdigest(),
+                              "method": "mocov2", "parent": None}
+    original = base.state_dict()
+    assert recalibrated.keys() == original.keys()
+    for name, tensor in original.items():
+        if "running_" in name:
+            assert not torch.equal(recalibrated[name], tensor), name  # re-estimated on the images
+        elif not name.endswith("num_batches_tracked"):
+            assert torch.equal(recalibrated[name], tensor), name  # weights bit-identical
+
+    summary = SourceSummary.from_meta("last.pth", recalibrated, meta)
+    assert summary.format().endswith(f"  parent   {init}, method mocov2, sha256 {meta['parent']['sha256'][:12]}")
+    summary.parent = {"path": "target.pth", "method": "hpt", "parent": meta["parent"]}  # a longer chain
+    assert summary.lineage() == ["  parent   target.pth, method hpt",
+                                 f"  then     {init}, method mocov2, sha256 {meta['parent']['sha256'][:12]}"]
+
+    with pytest.raises(ConfigError, match="holds a resnet18 but MODEL.ARCH is resnet34"):
+        train(tiny_config(OUTPUT_DIR=str(tmp_path / "arch"), DATA__ROOT=str(image_dir), METHOD="bn_recalibrate",
+                          MODEL__INIT=str(init), MODEL__ARCH="resnet34"), torch.device("cpu"))
+    with pytest.raises(ConfigError, match="--init PATH"):
+        check_config(tiny_config(METHOD="bn_recalibrate", OUTPUT_DIR="work/x"), world_size=1)
+    with pytest.raises(ConfigError, match="starts from random initialization"):
+        check_config(tiny_config(MODEL__INIT=str(init), OUTPUT_DIR="work/x"), world_size=1)
 
 
 def test_mocov1_runs_with_the_step_schedule(image_dir, tmp_path):

@@ -32,7 +32,9 @@ def parse_args(argv=None):
                "model_<iter>.pth every SOLVER.CHECKPOINT_PERIOD iterations and last.pth.")
     parser.add_argument("--config", required=True, help="YAML recipe, e.g. configs/pretrain/mocov2_r50.yaml")
     parser.add_argument("--method", help="pretraining method, sets METHOD (mocov1, mocov2, exemplar_v1, "
-                                         "exemplar_v2); default: the config's")
+                                         "exemplar_v2, bn_recalibrate); default: the config's")
+    parser.add_argument("--init", help="base checkpoint, any format tools/convert.py reads (sets MODEL.INIT); "
+                                       "bn_recalibrate needs it")
     parser.add_argument("--output", help="output directory (default: work/pretrain/<config file stem>)")
     parser.add_argument("--data-root", help="directory of images, flat or in class subfolders "
                                             "(default: the built-in generated pool); sets DATA.ROOT")
@@ -49,6 +51,8 @@ def main(argv=None) -> int:
     overrides = list(args.overrides)
     if args.method:
         overrides += ["METHOD", args.method]
+    if args.init:
+        overrides += ["MODEL.INIT", args.init]
     if args.data_root:
         overrides += ["DATA.ROOT", str(input_directory(args.data_root, "--data-root"))]
     if args.output:
