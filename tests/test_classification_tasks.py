@@ -78,6 +78,11 @@ def test_features_are_cached_across_tasks_and_runs(image_folder, tmp_path):
     assert second.returncode == 0, second.stderr[-3000:]
     assert "Features: 0 cached, 3 extracted" in (tmp_path / "a" / "log.txt").read_text()
     assert "Features: 3 cached, 0 extracted" in (tmp_path / "b" / "log.txt").read_text()
+    third = transfer("--task", "knn", "--output", str(tmp_path / "c"), *common, "KNN.SPLIT", "val",
+                     cache=tmp_path / "cache")
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert "train images as the memory, val images as queries" in (tmp_path / "c" / "results.md").read_text()
+    assert "train images as the memory, test images as queries" in (tmp_path / "b" / "results.md").read_text()
 
 
 def test_multilabel_linear_reports_auroc_and_map(tmp_path):

@@ -63,6 +63,7 @@ def get_classification_defaults() -> CN:
     _C.KNN = CN()
     _C.KNN.KS = KNN_KS
     _C.KNN.TEMPERATURE = KNN_TEMPERATURE
+    _C.KNN.SPLIT = "test"  # the query images (the train split is the memory)
 
     _C.FEWSHOT = CN()
     _C.FEWSHOT.WAYS = FEWSHOT_WAYS
@@ -126,6 +127,7 @@ CLASSIFICATION_RULES = {
     "PROBE.CACHE_DIR": STRING,
     "KNN.KS": sequence("a non-empty list of integers >= 1", integer(1), min_length=1),
     "KNN.TEMPERATURE": _POSITIVE,
+    "KNN.SPLIT": choice("val", "test"),
     "FEWSHOT.WAYS": integer(2),
     "FEWSHOT.SHOTS": sequence("a non-empty list of integers >= 1", integer(1), min_length=1),
     "FEWSHOT.QUERIES": integer(1),

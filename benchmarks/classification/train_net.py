@@ -181,12 +181,12 @@ def _stagewise(cfg, data):
 
 def _knn(cfg, data):
     splits, _ = cached_features(cfg, data, ["pool"])
-    results = knn_probe(_split(splits, "train", "pool"), _split(splits, "test", "pool"), len(data.classes),
+    results = knn_probe(_split(splits, "train", "pool"), _split(splits, cfg.KNN.SPLIT, "pool"), len(data.classes),
                         multilabel=data.multilabel, ks=tuple(cfg.KNN.KS), temperature=cfg.KNN.TEMPERATURE)
     metrics = {"knn": {f"k{k}": values for k, values in results.items()}}
     logger.info("kNN (T %g): %s", cfg.KNN.TEMPERATURE, metrics["knn"])
     return metrics, [f"Cosine kNN on L2-normalised features, votes weighted by exp(similarity / "
-                     f"{cfg.KNN.TEMPERATURE}), train images as the memory, test images as queries:",
+                     f"{cfg.KNN.TEMPERATURE}), train images as the memory, {cfg.KNN.SPLIT} images as queries:",
                      ""] + _metrics_table("k", metrics["knn"])
 
 
