@@ -90,8 +90,10 @@ def test_sgd_sweep_selects_on_val_and_learns():
 def test_augmented_probe_runs_all_lrs_on_one_forward_per_step():
     backbone, _ = build_backbone("none", arch="resnet18")
     data = TensorDataset(torch.randn(8, 3, 32, 32), torch.arange(8) % 2)
-    result = augmented_linear_probe(backbone, data, data, data, 2, "cpu", lrs=(0.3, 3.0, 30.0), steps=2, batch_size=4)
-    assert [p["lr"] for p in result.params] == [0.3, 3.0, 30.0] and len(result.test) == 3
+    result = augmented_linear_probe(backbone, data, data, data, 2, "cpu", lrs=(0.3, 3.0, 30.0), steps=2, batch_size=4,
+                                    weight_decays=(0.0, 1e-3))
+    assert [(p["lr"], p["weight_decay"]) for p in result.params] == [
+        (0.3, 0.0), (0.3, 1e-3), (3.0, 0.0), (3.0, 1e-3), (30.0, 0.0), (30.0, 1e-3)] and len(result.test) == 6
     assert not backbone.training
 
 

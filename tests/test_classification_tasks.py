@@ -99,6 +99,7 @@ def test_multilabel_linear_reports_auroc_and_map(tmp_path):
     (["--labels", "3"], "label budget 3"),  # fewer labels than classes
     (["--labels", "5", "--shots", "2"], "DATASETS.SHOTS"),
     (["PROBE.PROTOCOL", "fast"], "PROBE.PROTOCOL 'fast'"),
+    (["PROBE.PROTOCOL", "augmented", "PROBE.SOLVER", "lbfgs"], "PROBE.SOLVER 'lbfgs': fits cached features"),
     (["--eval-only"], "--eval-only"),
 ])
 def test_bad_options_are_one_line_errors(args, message, image_folder, tmp_path):

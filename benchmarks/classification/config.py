@@ -148,5 +148,8 @@ CLASSIFICATION_RULES = {
 def validate_classification_config(cfg: CN) -> None:
     """Refuse values the probes cannot honour, naming the key, before any data is read."""
     check_rules(cfg, CLASSIFICATION_RULES)
+    if cfg.PROBE.SOLVER == "lbfgs" and cfg.PROBE.PROTOCOL == "augmented":
+        fail("PROBE.SOLVER", "lbfgs", "fits cached features; PROBE.PROTOCOL augmented trains SGD heads on a fresh "
+             "crop each step")
     if cfg.DATASETS.LABELS and cfg.DATASETS.SHOTS:
         fail("DATASETS.SHOTS", cfg.DATASETS.SHOTS, f"DATASETS.LABELS is {cfg.DATASETS.LABELS}: give one label budget")

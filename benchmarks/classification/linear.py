@@ -79,12 +79,13 @@ class _SGDHeads:
     heads see the same batch, which the augmented protocol needs: one backbone forward serves every lr.
     """
 
-    def __init__(self, dim: int, num_classes: int, lrs, weight_decays, momentum: float, multilabel: bool, device):
-        self.lrs = torch.tensor(lrs, dtype=torch.float32, device=device)
-        self.weight_decays = torch.tensor(weight_decays, dtype=torch.float32, device=device)
+    def __init__(self, dim: int, num_classes: int, params: list[dict], momentum: float, multilabel: bool, device):
+        """One head per ``params`` entry (``sgd_sweep``'s ``{"lr", "weight_decay"}``)."""
+        self.lrs = torch.tensor([p["lr"] for p in params], dtype=torch.float32, device=device)
+        self.weight_decays = torch.tensor([p["weight_decay"] for p in params], dtype=torch.float32, device=device)
         # zeros: the problem is convex, so no symmetry needs breaking, and the fit is the same on every run
-        self.weight = torch.zeros(len(lrs), dim, num_classes, device=device)
-        self.bias = torch.zeros(len(lrs), num_classes, device=device)
+        self.weight = torch.zeros(len(params), dim, num_classes, device=device)
+        self.bias = torch.zeros(len(params), num_classes, device=device)
         self.velocity = [torch.zeros_like(self.weight), torch.zeros_like(self.bias)]
         self.momentum, self.multilabel = momentum, multilabel
 
@@ -114,6 +115,11 @@ def _minibatches(size: int, batch_size: int, steps: int, generator: torch.Genera
         order = order[batch_size:]
 
 
+def sgd_sweep(lrs, weight_decays) -> list[dict]:
+    """Every lr x weight decay, lr-major: the sweep values of both SGD protocols."""
+    return [{"lr": lr, "weight_decay": wd} for lr in lrs for wd in weight_decays]
+
+
 def fit_sgd(features: torch.Tensor, targets: torch.Tensor, num_classes: int, lrs=HPT_LRS,
             weight_decays=HPT_WEIGHT_DECAYS, *, multilabel: bool = False, steps: int = HPT_STEPS,
             batch_size: int = HPT_BATCH_SIZE, momentum: float = HPT_MOMENTUM, milestones=HPT_MILESTONES,
@@ -123,11 +129,10 @@ def fit_sgd(features: torch.Tensor, targets: torch.Tensor, num_classes: int, lrs
     The defaults are HPT's linear recipe on raw features, as its probes see them; ``standardize`` z-scores them
     with the train statistics first.
     """
-    params = [{"lr": lr, "weight_decay": wd} for lr in lrs for wd in weight_decays]
+    params = sgd_sweep(lrs, weight_decays)
     mean, std = _standardisation(features) if standardize else (0.0, 1.0)
     x = (features - mean) / std
-    heads = _SGDHeads(x.shape[1], num_classes, [p["lr"] for p in params], [p["weight_decay"] for p in params],
-                      momentum, multilabel, x.device)
+    heads = _SGDHeads(x.shape[1], num_classes, params, momentum, multilabel, x.device)
     generator = torch.Generator().manual_seed(seed)
     for step, index in enumerate(_minibatches(len(x), batch_size, steps, generator)):
         index = index.to(x.device)
@@ -292,16 +297,18 @@ def cached_linear_probe(train, val, test, num_classes: int, *, multilabel: bool 
 
 
 def augmented_linear_probe(backbone, train_set, val_set, test_set, num_classes: int, device, *,
-                           multilabel: bool = False, lrs=HPT_LRS, weight_decay: float = 0.0, steps: int = HPT_STEPS,
+                           multilabel: bool = False, lrs=HPT_LRS, weight_decays=HPT_WEIGHT_DECAYS,
+                           steps: int = HPT_STEPS,
                            batch_size: int = HPT_BATCH_SIZE, momentum: float = HPT_MOMENTUM,
                            milestones=HPT_MILESTONES, num_workers: int = 0, seed: int = 0,
                            eval_batch_size: int = 256) -> SweepResult:
     """HPT appendix A's linear protocol: heads on the frozen backbone (eval mode), a fresh augmentation each step.
 
     ``train_set`` should carry ``features.train_transform`` (RandomResizedCrop + flip), val/test the centre crop.
-    Each sample's augmentation is seeded by its stream position, so a run is reproducible. The heads of all lrs
-    share each batch's backbone forward.
+    Each sample's augmentation is seeded by its stream position, so a run is reproducible. The heads of the whole
+    lr x weight decay sweep share each batch's backbone forward.
     """
+    params = sgd_sweep(lrs, weight_decays)
     loader = DataLoader(SeededSamples(train_set), batch_size=batch_size, num_workers=num_workers,
                         sampler=InfiniteSampler(len(train_set), seed, rank=0, world_size=1))
     backbone.eval()
@@ -310,13 +317,11 @@ def augmented_linear_probe(backbone, train_set, val_set, test_set, num_classes: 
         for step, (images, targets) in zip(range(steps), loader):
             features = stage_features(backbone, images.to(device))["pool"]
             if heads is None:
-                heads = _SGDHeads(features.shape[1], num_classes, lrs, [weight_decay] * len(lrs), momentum,
-                                  multilabel, device)
+                heads = _SGDHeads(features.shape[1], num_classes, params, momentum, multilabel, device)
             heads.step(features, targets.to(device), _step_decay(step, steps, milestones))
     splits = []
     for dataset in (val_set, test_set):
         features, targets = extract_features(backbone, DataLoader(dataset, eval_batch_size, num_workers=num_workers),
                                              device)
         splits.append((features["pool"].to(device), targets))
-    params = [{"lr": lr, "weight_decay": weight_decay} for lr in lrs]
     return evaluate_sweep(LinearHeads(heads.weight, heads.bias), params, *splits, multilabel=multilabel)

@@ -156,7 +156,7 @@ def _linear(cfg, data):
         sweep = augmented_linear_probe(
             backbone, _dataset(data, "train", train_transform(meta, cfg.INPUT.CROP_SIZE)),
             _dataset(data, "val", transform), _dataset(data, "test", transform), len(data.classes), device,
-            multilabel=data.multilabel, lrs=tuple(cfg.PROBE.LRS), weight_decay=cfg.PROBE.WEIGHT_DECAYS[0],
+            multilabel=data.multilabel, lrs=tuple(cfg.PROBE.LRS), weight_decays=tuple(cfg.PROBE.WEIGHT_DECAYS),
             steps=cfg.PROBE.STEPS, batch_size=cfg.PROBE.BATCH_SIZE, milestones=tuple(cfg.PROBE.MILESTONES),
             num_workers=cfg.DATALOADER.NUM_WORKERS, seed=cfg.SEED, eval_batch_size=cfg.DATALOADER.BATCH_SIZE)
     chosen = sweep.chosen
@@ -217,7 +217,8 @@ def run_stagewise(cfg, resume: bool = False, eval_only: bool = False):
 
 
 def run_knn(cfg, resume: bool = False, eval_only: bool = False):
-    """Cosine kNN with temperature-weighted votes (InstDisc; MoCo's monitor): train as memory, test as queries."""
+    """Cosine kNN with temperature-weighted votes (InstDisc; MoCo's monitor): train as memory, KNN.SPLIT as
+    queries."""
     return _run_probe(cfg, resume, eval_only, _knn)
 
 
