@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from benchmarks.classification.features import checkpoint_id
+from benchmarks.classification.features import build_backbone, checkpoint_id
 from benchmarks.data.builtin import builtin_data_root
 from benchmarks.engine.checkpoint import clean_stale_temporaries
 from benchmarks.engine.config import ConfigError
@@ -33,7 +33,7 @@ from converters import CheckpointError, expected_backbone_keys, load_torch_file,
 from converters.io import atomic_link, atomic_write_text
 
 from .augmentations import IMAGENET_MEAN, IMAGENET_STD, TwoCrops, mocov1_augmentation, mocov2_augmentation
-from .bn_recalibrate import load_init_backbone, recalibrate_bn_statistics
+from .bn_recalibrate import recalibrate_bn_statistics
 from .config import PRETRAIN_RULES
 from .data import ImageDirectory, LabelledImageFolder, held_out_images
 from .exemplar import build_exemplar_v1, build_exemplar_v2
@@ -335,7 +335,7 @@ def _recalibrate(cfg: CfgNode, device: torch.device, last_path: Path, logger) ->
     data_dir = data_directory(cfg)
     dataset = ImageDirectory(data_dir, mocov2_augmentation(cfg.INPUT.CROP_SIZE, cfg.INPUT.MIN_SCALE))
     check_data(cfg, dataset, get_world_size(), logger)
-    model, init_meta = load_init_backbone(cfg.MODEL.INIT)
+    model, init_meta = build_backbone(cfg.MODEL.INIT)
     if init_meta["arch"] != cfg.MODEL.ARCH:
         raise ConfigError(f"MODEL.INIT {cfg.MODEL.INIT} holds a {init_meta['arch']} but MODEL.ARCH is "
                           f"{cfg.MODEL.ARCH}; set MODEL.ARCH {init_meta['arch']}")

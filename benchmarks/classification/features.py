@@ -142,12 +142,15 @@ def extract_features(backbone: nn.Module, loader, device, stages=("pool",), desc
 def recalibrate_bn(backbone: nn.Module, loader, device, num_batches: int) -> int:
     """Re-estimate every BN's running statistics on the target data (HPT's "Base" baseline); batches used.
 
-    The statistics become the exact average over ``num_batches`` batches (precise BN), not an EMA; the weights
-    and the backbone's train/eval mode are unchanged.
+    ``loader`` yields image batches or ``(images, targets)``. The statistics become the exact average over
+    ``num_batches`` batches (precise BN), not an EMA; the weights and the backbone's train/eval mode are unchanged.
     """
+    def forward(model, batch):
+        model((batch[0] if isinstance(batch, (list, tuple)) else batch).to(device))
+
     was_training = backbone.training
     backbone.train()  # update_bn_stats recomputes the BNs that are in training mode
-    seen = update_bn_stats(backbone, iter(loader), lambda model, batch: model(batch[0].to(device)), num_batches)
+    seen = update_bn_stats(backbone, iter(loader), forward, num_batches)
     backbone.train(was_training)
     return seen
 
