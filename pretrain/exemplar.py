@@ -4,7 +4,6 @@ denominator. The positive key stays, so positives are not pulled together: each 
 from true negatives. Temperatures 0.07 (v1) and 0.1 (v2), queue 1M on ImageNet (appendix E, Table 10).
 """
 import torch
-import torch.nn.functional as F
 
 from benchmarks.engine.distributed import concat_all_gather
 
@@ -26,16 +25,9 @@ class Exemplar(MoCo):
         super().dequeue_and_enqueue(keys)
         self.queue_labels[ptr:ptr + len(labels)] = labels
 
-    def forward(self, im_q: torch.Tensor, im_k: torch.Tensor, labels: torch.Tensor):
-        """One step on two views of a labelled batch; returns ``(loss, logits)`` with the positive in column 0."""
-        query = F.normalize(self.encoder_q(im_q).float(), dim=1)
-        self.momentum_update_key_encoder()
-        key = self.encode_keys(im_k)
-        with torch.autocast(query.device.type, enabled=False):
-            loss, logits = exemplar_nce(query, key, self.queue.clone().T, labels, self.queue_labels.clone(),
-                                        self.temperature)
-        self.dequeue_and_enqueue(key, labels)
-        return loss, logits
+    def contrastive_loss(self, query: torch.Tensor, key: torch.Tensor, labels: torch.Tensor):
+        """Eq. 2: the query's own class left out of the denominator."""
+        return exemplar_nce(query, key, self.queue.clone().T, labels, self.queue_labels.clone(), self.temperature)
 
 
 def build_exemplar_v1(cfg) -> Exemplar:

@@ -129,20 +129,28 @@ class MoCo(nn.Module):
         keys = F.normalize(self.encoder_k(images[permutation]).float(), dim=1)
         return keys[torch.argsort(permutation)]
 
-    def forward(self, im_q: torch.Tensor, im_k: torch.Tensor):
-        """One MoCo step on two views of a batch; returns ``(loss, logits)`` with the positive in column 0."""
+    def contrastive_loss(self, query: torch.Tensor, key: torch.Tensor):
+        """InfoNCE of each query against its key and the queue (cloned: it changes after the loss)."""
+        return info_nce(query, key, self.queue.clone().T, self.temperature)
+
+    def forward(self, im_q: torch.Tensor, im_k: torch.Tensor, *labels: torch.Tensor):
+        """One step on two views of a batch (and, for a subclass whose loss uses them, its labels); returns
+        ``(loss, logits)`` with the positive in column 0."""
         query = F.normalize(self.encoder_q(im_q).float(), dim=1)
         self.momentum_update_key_encoder()
         key = self.encode_keys(im_k)
-        # In fp32 even under autocast: 1/T amplifies rounding. The queue is cloned because it changes below.
+        # In fp32 even under autocast: 1/T amplifies rounding.
         with torch.autocast(query.device.type, enabled=False):
-            loss, logits = info_nce(query, key, self.queue.clone().T, self.temperature)
-        self.dequeue_and_enqueue(key)
+            loss, logits = self.contrastive_loss(query, key, *labels)
+        self.dequeue_and_enqueue(key, *labels)
         return loss, logits
 
     def backbone_state_dict(self) -> dict:
         """The query encoder in torchvision names without the head: what transfers downstream."""
         return {name: tensor for name, tensor in self.encoder_q.state_dict().items() if not name.startswith("fc.")}
+
+
+AUTO_BN_SPLITS = 8
 
 
 def bn_splits(cfg) -> int:
@@ -151,9 +159,6 @@ def bn_splits(cfg) -> int:
     if cfg.MODEL.MOCO.BN_SPLITS:
         return cfg.MODEL.MOCO.BN_SPLITS
     return 1 if is_distributed() else AUTO_BN_SPLITS
-
-
-AUTO_BN_SPLITS = 8
 
 
 def build_moco(cfg, version: int, model_class=MoCo) -> MoCo:
