@@ -253,6 +253,9 @@ def test_analyze_tool(tiny_folder, tmp_path, capsys):
     assert row["errors_a"] == row["errors_b"] and (row["error_iou"] == 1.0 or row["errors_a"] == 0)
     capsys.readouterr()
 
+    assert run_analyze(tool, tiny_folder, tmp_path / "bad", "--weights", "none", "--measure", "phi", "--center") == 2
+    assert capsys.readouterr().err.strip() == ("analyze.py: error: --center applies to --measure redundancy and "
+                                               "rv2, not phi")
     assert run_analyze(tool, tiny_folder, tmp_path / "bad", "--weights", "none", "--measure", "rv2") == 2
     assert capsys.readouterr().err.strip() == ("analyze.py: error: --measure rv2 compares two backbones: give "
                                                "--weights exactly twice (got 1)")

@@ -86,6 +86,12 @@ def check_args(args) -> None:
     if args.measure in PAIRWISE and len(args.weights) != 2:
         raise ValueError(f"--measure {args.measure} compares two backbones: give --weights exactly twice "
                          f"(got {len(args.weights)})")
+    measure_options = {"--center": (args.center, ("redundancy", "rv2")),
+                       "--eval-classes": (args.eval_classes, ("mixture",)),
+                       "--k": (args.k is not None, ("mixture",))}
+    for option, (given, measures) in measure_options.items():
+        if given and args.measure not in measures:
+            raise ValueError(f"{option} applies to --measure {' and '.join(measures)}, not {args.measure}")
     if args.data_root:
         input_directory(args.data_root, "--data-root")
     for option, value in (("--image-size", args.image_size), ("--batch-size", args.batch_size)):
@@ -100,6 +106,7 @@ class Features:
     def __init__(self, data, args, device):
         self.data, self.args, self.device = data, args, device
         self.store = FeatureCache(args.cache_dir or cache_root() / "features")
+        self.fingerprint = data.fingerprint()  # stats every image: once, not per backbone and split
         self.backbones, self.loaded = {}, {}
 
     def __call__(self, weights: str, split: str):
@@ -113,7 +120,7 @@ class Features:
             loader = DataLoader(dataset, batch_size=args.batch_size, num_workers=args.num_workers)
             features, targets = self.store.features(
                 backbone, loader, self.device, backbone=checkpoint_id(weights, args.seed),
-                data=self.data.fingerprint(), split=split, transform=repr(transform), stages=(args.stage,))
+                data=self.fingerprint, split=split, transform=repr(transform), stages=(args.stage,))
             self.loaded[weights, split] = features[args.stage], targets
         return self.loaded[weights, split]
 
