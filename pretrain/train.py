@@ -92,14 +92,15 @@ def check_config(cfg: CfgNode, world_size: int) -> None:
     if batch % world_size:
         raise ConfigError(f"SOLVER.IMS_PER_BATCH {batch} is the global batch and must divide evenly over "
                           f"{world_size} processes")
-    splits, per_process = bn_splits(cfg), batch // world_size
-    if per_process % splits or per_process // splits < 2:
-        raise ConfigError(f"SOLVER.IMS_PER_BATCH {batch} is {per_process} images per process, which do not split "
-                          f"into MODEL.MOCO.BN_SPLITS {cfg.MODEL.MOCO.BN_SPLITS} ({splits}) equal BN groups of at "
-                          "least 2 images")
-    if cfg.MODEL.MOCO.QUEUE_SIZE % batch:
-        raise ConfigError(f"MODEL.MOCO.QUEUE_SIZE {cfg.MODEL.MOCO.QUEUE_SIZE} must be a multiple of "
-                          f"SOLVER.IMS_PER_BATCH {batch}")
+    if cfg.METHOD in METHODS:  # the MoCo family: BN groups and a queue
+        splits, per_process = bn_splits(cfg), batch // world_size
+        if per_process % splits or per_process // splits < 2:
+            raise ConfigError(f"SOLVER.IMS_PER_BATCH {batch} is {per_process} images per process, which do not "
+                              f"split into MODEL.MOCO.BN_SPLITS {cfg.MODEL.MOCO.BN_SPLITS} ({splits}) equal BN "
+                              "groups of at least 2 images")
+        if cfg.MODEL.MOCO.QUEUE_SIZE % batch:
+            raise ConfigError(f"MODEL.MOCO.QUEUE_SIZE {cfg.MODEL.MOCO.QUEUE_SIZE} must be a multiple of "
+                              f"SOLVER.IMS_PER_BATCH {batch}")
     if cfg.SOLVER.MAX_ITER == 0 and cfg.SOLVER.EPOCHS == 0:
         fail("SOLVER.EPOCHS", 0, "must be >= 1 when SOLVER.MAX_ITER is 0 (else nothing would be trained)")
 

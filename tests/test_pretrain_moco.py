@@ -322,6 +322,9 @@ def test_bn_recalibrate_changes_only_the_bn_statistics(image_dir, tmp_path):
                           MODEL__INIT=str(init), MODEL__ARCH="resnet34"), torch.device("cpu"))
     with pytest.raises(ConfigError, match="--init PATH"):
         check_config(tiny_config(METHOD="bn_recalibrate", OUTPUT_DIR="work/x"), world_size=1)
+    # no queue and no BN groups: the MoCo batch rules do not apply
+    check_config(tiny_config(METHOD="bn_recalibrate", MODEL__INIT=str(init), MODEL__MOCO__QUEUE_SIZE=36,
+                             MODEL__MOCO__BN_SPLITS=8, OUTPUT_DIR="work/x"), world_size=1)
     with pytest.raises(ConfigError, match="starts from random initialization"):
         check_config(tiny_config(MODEL__INIT=str(init), OUTPUT_DIR="work/x"), world_size=1)
 
