@@ -4,6 +4,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, roc_auc_score, top_k_accuracy_score
 from torch import nn
@@ -17,6 +18,7 @@ from benchmarks.classification.features import (
     extract_features,
     recalibrate_bn,
     stage_features,
+    train_transform,
 )
 from benchmarks.classification.fewshot import FewShotResult, few_shot_accuracy, sample_episodes, span_coordinates
 from benchmarks.classification.knn import knn_probe, knn_scores
@@ -253,6 +255,23 @@ def test_backbone_from_canonical_checkpoint_and_random_init(tmp_path, resnet18, 
     assert checkpoint_id(path) != checkpoint_id("none") == "none-seed0"
     (tmp_path / "renamed.pth").write_bytes(path.read_bytes())
     assert checkpoint_id(tmp_path / "renamed.pth") == checkpoint_id(path)
+
+
+@pytest.mark.parametrize("width, height", [(1067, 800), (333, 501), (97, 61)])
+def test_eval_and_train_crops_of_real_shapes(width, height):
+    """Landscape, portrait and odd sizes: the short side goes to RESIZE and the centre crop lies inside it."""
+    pixels = np.zeros((height, width, 3), np.uint8)
+    pixels[:, width // 2:] = 255  # right half white: a centred crop is half white at any aspect
+    image = Image.fromarray(pixels)
+    evaluated = eval_transform(size=56, resize=64)
+    resized = evaluated.transforms[0](image)
+    # torchvision truncates the long side: int(64 * long / short)
+    assert min(resized.size) == 64 and max(resized.size) == int(64 * max(width, height) / min(width, height))
+    crop = evaluated(image)
+    assert crop.shape == (3, 56, 56)
+    white = (crop[0] > crop[0].min()).float().mean().item()  # normalised: white is the larger value
+    assert white == pytest.approx(0.5, abs=1.5 / 56)  # the crop is centred: as much of each half (1.5 px: rounding)
+    assert train_transform(size=56)(image).shape == (3, 56, 56)
 
 
 def test_feature_cache_hits_misses_and_keys(tmp_path, resnet18):
