@@ -134,8 +134,8 @@ class MoCo(nn.Module):
         return info_nce(query, key, self.queue.clone().T, self.temperature)
 
     def forward(self, im_q: torch.Tensor, im_k: torch.Tensor, *labels: torch.Tensor):
-        """One step on two views of a batch (and, for a subclass whose loss uses them, its labels); returns
-        ``(loss, logits)`` with the positive in column 0."""
+        """One step on two views of a batch (and, for a subclass whose loss uses them, its labels); returns the
+        loss and the contrastive top-1 accuracy in % (how often the positive key scores highest)."""
         query = F.normalize(self.encoder_q(im_q).float(), dim=1)
         self.momentum_update_key_encoder()
         key = self.encode_keys(im_k)
@@ -143,7 +143,7 @@ class MoCo(nn.Module):
         with torch.autocast(query.device.type, enabled=False):
             loss, logits = self.contrastive_loss(query, key, *labels)
         self.dequeue_and_enqueue(key, *labels)
-        return loss, logits
+        return {"loss": loss, "acc1": (logits.detach().argmax(dim=1) == 0).float().mean() * 100}
 
     def backbone_state_dict(self) -> dict:
         """The query encoder in torchvision names without the head: what transfers downstream."""

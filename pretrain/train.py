@@ -1,12 +1,13 @@
-"""The pretraining loop, read top to bottom: output dir, data, model, optimizer, resume, iterate, checkpoint.
+"""Pretraining on the detection engine (``benchmarks/engine``): a method supplies the model, its loss and its
+data; the engine's IterationTrainer, Checkpointer and EventWriter do the loop, the periodic atomic checkpoints,
+the exact resume, events.jsonl and the progress bar, as for every transfer run.
 
 Runs unchanged in one process and under ``torchrun`` (one process per GPU, or gloo on CPUs). A resumed run
 continues the same data order and augmentations (``InfiniteSampler`` + ``SeededSamples``) from the stored
-iteration, with the model, queue, optimizer, RNG and grad-scaler state of the checkpoint.
+iteration, with the model, queue, optimizer, scheduler, every process's RNG and the grad-scaler state. Every
+checkpoint is a canonical one: the backbone for transfer, and the training state beside it.
 """
-import datetime
 import math
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import NamedTuple
@@ -15,22 +16,22 @@ import torch
 from fvcore.common.config import CfgNode
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
-from tqdm import tqdm
-from tqdm.contrib.logging import logging_redirect_tqdm
 
 from benchmarks.classification.features import build_backbone, checkpoint_id
 from benchmarks.data.builtin import builtin_data_root
-from benchmarks.engine.checkpoint import clean_stale_temporaries
+from benchmarks.engine.checkpoint import Checkpointer, clean_stale_temporaries
 from benchmarks.engine.config import ConfigError
-from benchmarks.engine.distributed import all_reduce_mean, get_world_size, is_distributed, is_main_process, synchronize
+from benchmarks.engine.distributed import get_world_size, is_distributed, is_main_process, synchronize
+from benchmarks.engine.events import EventWriter
 from benchmarks.engine.lock import lock_output_dir
 from benchmarks.engine.logging import setup_logger
 from benchmarks.engine.sampler import InfiniteSampler, SeededSamples
-from benchmarks.engine.seed import get_rng_state, seed_everything, set_rng_state
-from benchmarks.engine.trainer import amp_dtype
+from benchmarks.engine.seed import seed_everything
+from benchmarks.engine.trainer import IterationTrainer, TrainingSchedule, amp_dtype
 from benchmarks.engine.validation import check_rules, fail
-from converters import CheckpointError, expected_backbone_keys, load_torch_file, save_canonical
-from converters.io import atomic_link, atomic_write_text
+from converters import CheckpointError, expected_backbone_keys, save_canonical
+from converters.canonical import canonical_checkpoint
+from converters.io import atomic_write_text
 
 from .augmentations import IMAGENET_MEAN, IMAGENET_STD, TwoCrops, mocov1_augmentation, mocov2_augmentation
 from .bn_recalibrate import recalibrate_bn_statistics
@@ -39,21 +40,26 @@ from .data import ImageDirectory, LabelledImageFolder, held_out_images
 from .exemplar import build_exemplar_v1, build_exemplar_v2
 from .moco import bn_splits, build_mocov1, build_mocov2
 
+# The end-of-run checkpoint: DIR/last.pth (periodic ones are Detectron2's model_{iter:07d}.pth).
+FINAL_NAME = "last"
+
 
 class Method(NamedTuple):
-    """What the loop needs of a pretraining method."""
+    """What the engine needs of a pretraining method."""
 
-    # cfg -> module; forward(im_q, im_k[, labels]) -> (loss, logits with the positive in column 0)
+    # (cfg, dataset) -> module whose forward(*views[, labels]) returns {"loss": ..., "acc1": ...} and whose
+    # backbone_state_dict() is what transfers
     build_model: Callable
     augmentation: Callable  # (crop_size, min_scale) -> the transform of one view
     labelled: bool = False  # reads class subfolders and passes each batch's labels to the model
+    two_views: bool = True  # a query and a key view per image (the contrastive methods) or one
 
 
 METHODS = {
-    "mocov1": Method(build_mocov1, mocov1_augmentation),
-    "mocov2": Method(build_mocov2, mocov2_augmentation),
-    "exemplar_v1": Method(build_exemplar_v1, mocov1_augmentation, labelled=True),
-    "exemplar_v2": Method(build_exemplar_v2, mocov2_augmentation, labelled=True),
+    "mocov1": Method(lambda cfg, data: build_mocov1(cfg), mocov1_augmentation),
+    "mocov2": Method(lambda cfg, data: build_mocov2(cfg), mocov2_augmentation),
+    "exemplar_v1": Method(lambda cfg, data: build_exemplar_v1(cfg), mocov1_augmentation, labelled=True),
+    "exemplar_v2": Method(lambda cfg, data: build_exemplar_v2(cfg), mocov2_augmentation, labelled=True),
 }
 
 
@@ -125,11 +131,16 @@ def scaled_lr(cfg: CfgNode) -> float:
     return cfg.SOLVER.BASE_LR * cfg.SOLVER.IMS_PER_BATCH / cfg.SOLVER.REFERENCE_BATCH
 
 
-def learning_rate(cfg: CfgNode, iteration: int, max_iter: int) -> float:
+def lr_factor(cfg: CfgNode, iteration: int, max_iter: int) -> float:
+    """The schedule as a multiple of the scaled lr: a half cosine (v2) or x 0.1 at each of SOLVER.STEPS (v1)."""
     progress = iteration / max_iter
     if cfg.SOLVER.LR_SCHEDULE == "cosine":
-        return scaled_lr(cfg) * 0.5 * (1.0 + math.cos(math.pi * progress))
-    return scaled_lr(cfg) * 0.1 ** sum(progress >= step for step in cfg.SOLVER.STEPS)
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    return 0.1 ** sum(progress >= step for step in cfg.SOLVER.STEPS)
+
+
+def learning_rate(cfg: CfgNode, iteration: int, max_iter: int) -> float:
+    return scaled_lr(cfg) * lr_factor(cfg, iteration, max_iter)
 
 
 def build_data_loader(cfg: CfgNode, dataset, start_iter: int, device: torch.device) -> DataLoader:
@@ -159,38 +170,6 @@ def checkpoint_meta(cfg: CfgNode, arch: str, data_dir: Path, step: int, parent=N
     }
 
 
-def save_checkpoint(path: Path, model, optimizer, scaler, iteration: int, cfg: CfgNode, data_dir: Path) -> None:
-    """A canonical checkpoint: the backbone for transfer, plus everything needed to resume."""
-    meta = checkpoint_meta(cfg, cfg.MODEL.ARCH, data_dir, iteration)
-    train_state = {
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "iteration": iteration,
-        "rng": get_rng_state(),
-        "scaler": scaler.state_dict(),
-    }
-    save_canonical(path, model.backbone_state_dict(), meta, train_state)
-
-
-def restore_checkpoint(path: Path, model, optimizer, scaler, cfg: CfgNode, logger) -> int:
-    """Load the training state written by ``save_checkpoint``; returns the iteration to continue from."""
-    checkpoint = load_torch_file(path)
-    state = checkpoint.get("train_state") if isinstance(checkpoint, Mapping) else None
-    if not state:
-        raise CheckpointError(f"{path} holds no training state (a backbone-only checkpoint?): --resume continues "
-                              "only a checkpoint this pretraining wrote; move it away to start afresh")
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    if state["scaler"]:  # empty when written without CUDA AMP
-        scaler.load_state_dict(state["scaler"])
-    set_rng_state(state["rng"])
-    changed = changed_keys(checkpoint["meta"]["config"], cfg.dump())
-    if changed:
-        logger.warning(f"config differs from the checkpoint's in {', '.join(changed)}")
-    logger.info(f"resuming {path} at iteration {state['iteration']}")
-    return state["iteration"]
-
-
 def changed_keys(old_yaml: str, new_yaml: str) -> list:
     """Config keys whose values differ between two dumped configs."""
     def flatten(node, prefix=""):
@@ -202,6 +181,25 @@ def changed_keys(old_yaml: str, new_yaml: str) -> list:
     old = dict(flatten(CfgNode.load_cfg(old_yaml)))
     new = dict(flatten(CfgNode.load_cfg(new_yaml)))
     return sorted(key for key in old.keys() | new.keys() if old.get(key) != new.get(key))
+
+
+def canonical_packaging(cfg: CfgNode, model, data_dir: Path, parent, logger):
+    """The engine's checkpoints as canonical checkpoints: the backbone (what transfers) with the training state
+    (what resumes) beside it, so every periodic file is also a backbone ``tools/transfer.py`` reads."""
+    def wrap(state: dict) -> dict:
+        meta = checkpoint_meta(cfg, cfg.MODEL.ARCH, data_dir, state["iteration"], parent)
+        return canonical_checkpoint(model.backbone_state_dict(), meta, train_state=state)
+
+    def unwrap(path: Path, checkpoint) -> dict:
+        state = checkpoint.get("train_state") if isinstance(checkpoint, Mapping) else None
+        if not state:
+            raise CheckpointError(f"{path} holds no training state (a backbone-only checkpoint?): --resume "
+                                  "continues only a checkpoint this pretraining wrote; move it away to start afresh")
+        changed = changed_keys(checkpoint["meta"]["config"], cfg.dump())
+        if changed:
+            logger.warning(f"config differs from the checkpoint's in {', '.join(changed)}")
+        return state
+    return wrap, unwrap
 
 
 def check_data(cfg: CfgNode, dataset: ImageDirectory, world_size: int, logger) -> None:
@@ -218,6 +216,17 @@ def check_data(cfg: CfgNode, dataset: ImageDirectory, world_size: int, logger) -
                        + "; point --data-root (DATA.ROOT) at the training images alone, e.g. the train/ directory")
 
 
+def method_losses(method: Method, device: torch.device):
+    """How the engine turns a batch into the method's losses: views (and labels) to the device, into the model."""
+    def compute(model, batch):
+        images, labels = batch if method.labelled else (batch, None)
+        inputs = [view.to(device, non_blocking=True) for view in (images if method.two_views else [images])]
+        if labels is not None:
+            inputs.append(labels.to(device, non_blocking=True))
+        return model(*inputs)
+    return compute
+
+
 def train(cfg: CfgNode, device: torch.device, resume: bool = False) -> Path:
     """Pretrain as ``cfg`` says and return the path of ``last.pth``, holding the output directory's lock throughout."""
     check_config(cfg, get_world_size())
@@ -228,7 +237,7 @@ def train(cfg: CfgNode, device: torch.device, resume: bool = False) -> Path:
 def _train_locked(cfg: CfgNode, device: torch.device, resume: bool) -> Path:
     world_size = get_world_size()
     output_dir = Path(cfg.OUTPUT_DIR)
-    last_path = output_dir / "last.pth"
+    last_path = output_dir / f"{FINAL_NAME}.pth"
     if last_path.exists() and not resume:
         raise FileExistsError(f"{last_path} already exists: pass --resume to continue that run, or choose "
                               f"another --output; refusing to overwrite it")
@@ -240,24 +249,24 @@ def _train_locked(cfg: CfgNode, device: torch.device, resume: bool) -> Path:
     method = METHODS[cfg.METHOD]
     data_dir = data_directory(cfg)
     dataset_class = LabelledImageFolder if method.labelled else ImageDirectory
-    dataset = dataset_class(data_dir, TwoCrops(method.augmentation(cfg.INPUT.CROP_SIZE, cfg.INPUT.MIN_SCALE)))
+    view = method.augmentation(cfg.INPUT.CROP_SIZE, cfg.INPUT.MIN_SCALE)
+    dataset = dataset_class(data_dir, TwoCrops(view) if method.two_views else view)
     check_data(cfg, dataset, world_size, logger)
     max_iter = total_iterations(cfg, len(dataset))
     if is_main_process():
         atomic_write_text(output_dir / "config.yaml", cfg.dump())
 
     seed_everything(cfg.SEED)
-    model = method.build_model(cfg).to(device)
+    model = method.build_model(cfg, dataset).to(device)
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=scaled_lr(cfg),
                                 momentum=cfg.SOLVER.MOMENTUM, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(cfg, it, max_iter))
     dtype = amp_dtype(device, cfg.SOLVER.AMP.ENABLED)
-    scaler = torch.amp.GradScaler("cuda", enabled=dtype is torch.float16)
-
-    start_iter = 0
-    if resume and last_path.exists():
-        start_iter = restore_checkpoint(last_path, model, optimizer, scaler, cfg, logger)
-    elif resume:
-        logger.info(f"--resume: {last_path} does not exist yet, starting from scratch")
+    scaler = torch.amp.GradScaler("cuda") if dtype is torch.float16 else None
+    wrap, unwrap = canonical_packaging(cfg, model, data_dir, None, logger)
+    checkpointer = Checkpointer(output_dir, model, optimizer, scheduler, scaler, final_name=FINAL_NAME,
+                                wrap=wrap, unwrap=unwrap)
+    start_iter = checkpointer.resume() if resume else 0
 
     if is_distributed():
         train_model = DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None,
@@ -270,63 +279,21 @@ def _train_locked(cfg: CfgNode, device: torch.device, resume: bool) -> Path:
         else:
             logger.info(f"single process: shuffle-BN emulated with {bn_splits(cfg)} BN groups of "
                         f"{cfg.SOLVER.IMS_PER_BATCH // bn_splits(cfg)} images (MODEL.MOCO.BN_SPLITS)")
-    loader = build_data_loader(cfg, dataset, start_iter, device)
 
     logger.info(f"{cfg.METHOD} {cfg.MODEL.ARCH} on {len(dataset)} images from {data_dir}; {world_size} process(es) "
                 f"x {cfg.SOLVER.IMS_PER_BATCH // world_size} images = global batch {cfg.SOLVER.IMS_PER_BATCH}; "
                 f"lr {scaled_lr(cfg):.6g} = {cfg.SOLVER.BASE_LR} x {cfg.SOLVER.IMS_PER_BATCH} / "
                 f"{cfg.SOLVER.REFERENCE_BATCH}, {cfg.SOLVER.LR_SCHEDULE} schedule; {max_iter} iterations; "
                 f"AMP {dtype or 'off'}; device {device}")
-
-    train_model.train()
-    loss_sum = torch.zeros((), device=device)
-    accuracy_sum = torch.zeros((), device=device)
-    window_start, window_iters = time.perf_counter(), 0
-    batches = iter(loader)
-    with logging_redirect_tqdm(loggers=[logger]), tqdm(total=max_iter, initial=start_iter, desc="pretrain",
-                                                       disable=not is_main_process(), dynamic_ncols=True,
-                                                       mininterval=1.0) as progress:
-        for iteration in range(start_iter, max_iter):
-            lr = learning_rate(cfg, iteration, max_iter)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            batch = next(batches)
-            views, labels = batch if method.labelled else (batch, None)
-            inputs = [images.to(device, non_blocking=True) for images in views]
-            if labels is not None:
-                inputs.append(labels.to(device, non_blocking=True))
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                loss, logits = train_model(*inputs)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-
-            done = iteration + 1
-            loss_sum += loss.detach()
-            accuracy_sum += (logits.detach().argmax(dim=1) == 0).float().mean() * 100
-            window_iters += 1
-            progress.update(1)
-            if done % cfg.LOG_PERIOD == 0 or done == max_iter:
-                metrics = dict(zip(("loss", "acc1"), all_reduce_mean(
-                    torch.stack([loss_sum, accuracy_sum]) / window_iters).tolist()))
-                if not math.isfinite(metrics["loss"]):
-                    raise FloatingPointError(f"loss became {metrics['loss']} by iteration {done}")
-                seconds_per_iter = (time.perf_counter() - window_start) / window_iters
-                eta = datetime.timedelta(seconds=round(seconds_per_iter * (max_iter - done)))
-                progress.set_postfix(loss=f"{metrics['loss']:.3f}", lr=f"{lr:.4g}")
-                logger.info(f"iter {done}/{max_iter}  loss {metrics['loss']:.4f}  contrastive acc@1 "
-                            f"{metrics['acc1']:.1f}%  lr {lr:.6g}  {seconds_per_iter:.3f} s/iter  eta {eta}")
-                loss_sum.zero_()
-                accuracy_sum.zero_()
-                window_start, window_iters = time.perf_counter(), 0
-            periodic = done % cfg.SOLVER.CHECKPOINT_PERIOD == 0
-            if is_main_process() and (periodic or done == max_iter):
-                save_checkpoint(last_path, model, optimizer, scaler, done, cfg, data_dir)
-                if periodic:  # the same bytes under a second name: no second serialization of both encoders
-                    # Detectron2's name: the zero-based index of the last finished iteration, as in transfer runs
-                    atomic_link(last_path, output_dir / f"model_{done - 1:07d}.pth")
-    synchronize()
+    events = EventWriter(output_dir)
+    trainer = IterationTrainer(
+        train_model, optimizer, scheduler, checkpointer,
+        TrainingSchedule(max_iter=max_iter, checkpoint_period=cfg.SOLVER.CHECKPOINT_PERIOD, log_period=cfg.LOG_PERIOD),
+        make_train_iterator=lambda start: build_data_loader(cfg, dataset, start, device),
+        compute_losses=method_losses(method, device), device=device, events=events, amp=cfg.SOLVER.AMP.ENABLED,
+        name="pretrain")
+    trainer.train(start_iter)
+    events.close()
     logger.info(f"pretraining done: {last_path}")
     return last_path
 

@@ -142,9 +142,10 @@ def test_momentum_update_is_exact():
 def test_key_encoder_gets_no_gradient():
     torch.manual_seed(0)
     moco = build_mocov2(tiny_config())
-    loss, logits = moco(torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32))
-    loss.backward()
-    assert logits.shape == (4, 1 + 32)
+    outputs = moco(torch.randn(4, 3, 32, 32), torch.randn(4, 3, 32, 32))
+    outputs["loss"].backward()
+    assert outputs["loss"].dtype == torch.float32 and not outputs["acc1"].requires_grad
+    assert outputs["acc1"].item() in {0.0, 25.0, 50.0, 75.0, 100.0}  # percent of 4 queries
     assert all(p.grad is None and not p.requires_grad for p in moco.encoder_k.parameters())
     assert all(p.grad is not None for p in moco.encoder_q.parameters())
     assert int(moco.queue_ptr) == 4
@@ -345,17 +346,22 @@ def test_resume_continues_exactly(image_dir, tmp_path):
     straight = train(tiny_config(OUTPUT_DIR=str(tmp_path / "straight"), **common), torch.device("cpu"))
     # Detectron2's name for the checkpoint after 2 iterations: the index of the last one done, 1
     assert load_torch_file(tmp_path / "straight" / "model_0000001.pth")["train_state"]["iteration"] == 2
-    (tmp_path / "resumed").mkdir()  # as if killed right after the iteration-2 checkpoint
-    shutil.copy(tmp_path / "straight" / "model_0000001.pth", tmp_path / "resumed" / "last.pth")
+    killed_after_checkpoint(tmp_path / "straight", tmp_path / "resumed", "model_0000001.pth")
     resumed = train(tiny_config(OUTPUT_DIR=str(tmp_path / "resumed"), **common), torch.device("cpu"), resume=True)
-    assert "resuming" in (tmp_path / "resumed" / "log.txt").read_text()
-    assert "at iteration 2" in (tmp_path / "resumed" / "log.txt").read_text()
+    assert "model_0000001.pth at iteration 2" in (tmp_path / "resumed" / "log.txt").read_text()
 
     expected, actual = load_torch_file(straight)["train_state"], load_torch_file(resumed)["train_state"]
     assert actual["iteration"] == 4
     assert expected["model"].keys() == actual["model"].keys()
     for name, tensor in expected["model"].items():
         assert torch.equal(tensor, actual["model"][name]), name
+
+
+def killed_after_checkpoint(run: Path, copy: Path, checkpoint: str) -> None:
+    """``copy`` as ``run``'s directory was right after it wrote ``checkpoint``: that file and the pointer to it."""
+    copy.mkdir()
+    shutil.copy(run / checkpoint, copy / checkpoint)
+    (copy / "last_checkpoint").write_text(checkpoint)
 
 
 def torchrun_pretrain(image_dir, output, *extra):
@@ -441,8 +447,7 @@ def test_torchrun_two_processes_with_shuffle_bn_and_exact_resume(image_dir, tmp_
     state_dict, meta = load_backbone(tmp_path / "straight" / "last.pth")
     assert meta["step"] == 4 and sorted(state_dict) == sorted(expected_backbone_keys("resnet18"))
 
-    (tmp_path / "resumed").mkdir()
-    shutil.copy(tmp_path / "straight" / "model_0000001.pth", tmp_path / "resumed" / "last.pth")
+    killed_after_checkpoint(tmp_path / "straight", tmp_path / "resumed", "model_0000001.pth")
     torchrun_pretrain(image_dir, tmp_path / "resumed", "--resume", *schedule)
     expected = load_torch_file(tmp_path / "straight" / "last.pth")["train_state"]["model"]
     actual = load_torch_file(tmp_path / "resumed" / "last.pth")["train_state"]["model"]

@@ -1,6 +1,6 @@
 """Training checkpoints that resume exactly: model, optimizer, scheduler, scaler, iteration, every rank's RNG."""
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from converters import CheckpointError, atomic_torch_save, load_torch_file
@@ -39,11 +39,17 @@ class Checkpointer:
     """Writes ``model_{iter:07d}.pth`` / ``model_final.pth`` atomically and a ``last_checkpoint`` pointer.
 
     ``iteration`` stored in a checkpoint is the number of finished iterations, i.e. where training resumes.
+    ``wrap`` turns the training state into the object written (pretraining embeds it in a canonical backbone
+    checkpoint) and ``unwrap`` takes it out of a loaded file again; ``final_name`` is the end-of-run file's stem.
     """
 
-    def __init__(self, output_dir, model, optimizer=None, scheduler=None, scaler=None):
+    def __init__(self, output_dir, model, optimizer=None, scheduler=None, scaler=None, *,
+                 final_name: str = "model_final", wrap: Callable[[dict], object] | None = None,
+                 unwrap: Callable[[Path, object], object] | None = None):
         self.output_dir = Path(output_dir)
         self.model, self.optimizer, self.scheduler, self.scaler = model, optimizer, scheduler, scaler
+        self.final_name = final_name
+        self.wrap, self.unwrap = wrap, unwrap
         clean_stale_temporaries(self.output_dir)  # fresh or resumed, a run starts without a killed write's debris
 
     def save(self, name: str, iteration: int) -> None:
@@ -55,7 +61,7 @@ class Checkpointer:
                 if obj is not None:
                     state[key] = obj.state_dict()
             path = self.output_dir / f"{name}.pth"
-            atomic_torch_save(state, path)
+            atomic_torch_save(state if self.wrap is None else self.wrap(state), path)
             atomic_write_text(self.output_dir / LAST_CHECKPOINT, path.name)
             logger.info("Saved checkpoint %s (iteration %d)", path, iteration)
         synchronize()
@@ -84,6 +90,8 @@ class Checkpointer:
             raise FileNotFoundError(f"{pointer} names {path.name}, which is not in {self.output_dir}: write the name "
                                     "of a model_*.pth there into it, or start a new run in another --output")
         state = load_torch_file(path)
+        if self.unwrap is not None:
+            state = self.unwrap(path, state)
         lacking = [key for key in TRAINING_STATE_KEYS if not (isinstance(state, Mapping) and key in state)]
         if lacking:
             raise CheckpointError(

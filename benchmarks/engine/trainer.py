@@ -36,13 +36,19 @@ class TrainingSchedule:
     clip_norm_type: float = 2.0
 
 
+def is_loss(name: str) -> bool:
+    """Detectron2's convention: the entries of a losses dict named ``loss*`` are summed and optimised; the others
+    (e.g. a contrastive accuracy) are only logged."""
+    return name.startswith("loss")
+
+
 class IterationTrainer:
     """Reads top to bottom in ``train``; the task supplies how a batch becomes losses and how to evaluate."""
 
     def __init__(self, model, optimizer, scheduler, checkpointer: Checkpointer, schedule: TrainingSchedule,
                  make_train_iterator: Callable[[int], object], compute_losses: Callable, device: torch.device,
                  events: EventWriter, amp: bool = False, evaluate: Callable[[int], dict] | None = None,
-                 before_evaluate: Callable[[int], None] | None = None):
+                 before_evaluate: Callable[[int], None] | None = None, name: str = "train"):
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
         self.checkpointer = checkpointer
         self.schedule = schedule
@@ -54,6 +60,7 @@ class IterationTrainer:
         self.events = events
         self.evaluate = evaluate
         self.before_evaluate = before_evaluate
+        self.name = name  # of the progress bar
 
     def _clip_gradients(self):
         params = [p for p in self.model.parameters() if p.grad is not None]
@@ -67,7 +74,7 @@ class IterationTrainer:
     def _step(self, batch, iteration: int) -> dict:
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             losses = self.compute_losses(self.model, batch)
-        total = sum(losses.values())
+        total = sum(value for key, value in losses.items() if is_loss(key))
         if not torch.isfinite(total):
             raise FloatingPointError(
                 f"loss became {total.item()} at iteration {iteration}: "
@@ -116,7 +123,7 @@ class IterationTrainer:
         logger.info("Training from iteration %d to %d", start_iter, schedule.max_iter)
         self.model.train()
         data = iter(self.make_train_iterator(start_iter))
-        progress = tqdm(total=schedule.max_iter, initial=start_iter, desc="train", dynamic_ncols=True,
+        progress = tqdm(total=schedule.max_iter, initial=start_iter, desc=self.name, dynamic_ncols=True,
                         disable=not is_main_process())
         started, window_time, window_data_time, window = time.perf_counter(), 0.0, 0.0, []
         for iteration in range(start_iter, schedule.max_iter):
@@ -141,7 +148,7 @@ class IterationTrainer:
                 progress.clear()
                 self.before_evaluate(done)
             if final:
-                self.checkpointer.save("model_final", done)
+                self.checkpointer.save(self.checkpointer.final_name, done)
             elif schedule.checkpoint_period and done % schedule.checkpoint_period == 0:
                 self.checkpointer.save(f"model_{done - 1:07d}", done)
             if evaluate:
