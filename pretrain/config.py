@@ -48,6 +48,18 @@ _C.INPUT.CROP_SIZE = 224
 # Smallest area fraction of RandomResizedCrop.
 _C.INPUT.MIN_SCALE = 0.2
 
+# Augmentation ablations: the METHOD's policy (mocov1 or mocov2, pretrain/augmentations.py) as named steps, applied
+# in order. mocov1: crop, grayscale, color_jitter, flip; mocov2: crop, color_jitter, grayscale, blur, flip; both
+# end with to_tensor and normalize, which are always applied. Without "crop" a deterministic resize + centre crop
+# to INPUT.CROP_SIZE takes its place, so views keep their size. HPT (Reed et al. 2022) Sec. 4.4 / Fig. 5 removes
+# MoCo v2's augmentations one after another ("only cropping" is ONLY ("crop",)); Exemplar (Zhao et al. 2021)
+# Table 1 adds them one at a time (flip; + crop; + jitter; + grayscale; + blur = the full mocov2 policy).
+_C.AUG = CN()
+# Step names to remove, e.g. ("blur", "grayscale"); () = none.
+_C.AUG.DROP = ()
+# Step names to keep, e.g. ("crop", "flip"); () = all. Set DROP or ONLY, not both.
+_C.AUG.ONLY = ()
+
 _C.DATA = CN()
 # A directory of images (flat or class subfolders; class subfolders for a labelled method); "" = the built-in
 # generated pool (a labelled method: the built-in classification train split).
@@ -103,6 +115,9 @@ PRETRAIN_RULES = {
     "MODEL.MOCO.BN_SPLITS": integer(0),
     "INPUT.CROP_SIZE": integer(1),
     "INPUT.MIN_SCALE": number(0, 1, low_open=True),
+    # names checked against the METHOD's policy by pretrain.augmentations.check_policy (and DROP with ONLY)
+    "AUG.DROP": sequence("a list of augmentation step names", STRING),
+    "AUG.ONLY": sequence("a list of augmentation step names", STRING),
     "DATA.ROOT": STRING,  # read (and so checked) when the images are listed
     "DATALOADER.NUM_WORKERS": integer(0),
     "SOLVER.IMS_PER_BATCH": integer(1),
