@@ -64,6 +64,11 @@ _C.DATA = CN()
 # A directory of images (flat or class subfolders; class subfolders for a labelled method); "" = the built-in
 # generated pool (a labelled method: the built-in classification train split).
 _C.DATA.ROOT = ""
+# Pretrain on this fraction of DATA.ROOT's images, a random subset drawn with SEED: HPT's data-robustness study
+# (Reed et al. 2022, Sec. 4.4 "Pretraining data robustness", Fig. 6) uses 0.01, 0.1, 0.25 and 1.0. The subsets
+# are nested (a smaller fraction's images are all in a larger one's, for the same SEED); a labelled method keeps
+# the fraction of every class (at least one image each). See pretrain/data.py subset.
+_C.DATA.FRACTION = 1.0
 
 _C.DATALOADER = CN()
 _C.DATALOADER.NUM_WORKERS = 8
@@ -119,6 +124,7 @@ PRETRAIN_RULES = {
     "AUG.DROP": sequence("a list of augmentation step names", STRING),
     "AUG.ONLY": sequence("a list of augmentation step names", STRING),
     "DATA.ROOT": STRING,  # read (and so checked) when the images are listed
+    "DATA.FRACTION": number(0, 1, low_open=True),
     "DATALOADER.NUM_WORKERS": integer(0),
     "SOLVER.IMS_PER_BATCH": integer(1),
     "SOLVER.BASE_LR": number(0, low_open=True),

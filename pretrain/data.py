@@ -1,8 +1,9 @@
 """Unlabelled images from a directory tree: a flat folder or ImageNet-style class subfolders."""
 import re
-from collections import Counter
+from collections import Counter, defaultdict
 from pathlib import Path
 
+import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
@@ -39,13 +40,52 @@ def held_out_images(root, files) -> dict:
     return dict(sorted(counts.items()))
 
 
-class ImageDirectory(Dataset):
-    """``dataset[i]`` is ``transform(rgb_image_i)``; labels, if any, are ignored."""
+def subset_indices(count: int, fraction: float, seed: int, groups=None) -> list:
+    """Sorted indices of a random ``fraction`` of ``count`` items, drawn with ``seed`` (HPT's 1/10/25/100 %).
 
-    def __init__(self, root, transform=None):
+    One permutation of all items is drawn with ``seed`` (a private generator: torch's global RNG is untouched)
+    and a prefix of it kept, so the same seed gives the same subset and a smaller fraction's subset lies in a
+    larger one's. With ``groups`` (an item's class, one per item) the fraction is kept per group, each group's
+    items taken in that same permutation's order: at least one item per group, so no class vanishes. A group
+    (or the whole set) of n items keeps round(fraction * n) of them, at least 1.
+    """
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 < fraction <= 1:
+        raise ValueError(f"fraction {fraction!r}: must be a number in (0, 1]")
+    if groups is not None and len(groups) != count:
+        raise ValueError(f"{len(groups)} groups for {count} items")
+    if fraction == 1:
+        return list(range(count))
+    order = torch.randperm(count, generator=torch.Generator().manual_seed(seed)).tolist()
+    members = defaultdict(list)  # group -> its indices, in permutation order
+    for index in order:
+        members[groups[index] if groups is not None else None].append(index)
+    # round half up (int(x + 0.5)) rather than to even: a larger fraction never keeps fewer items
+    kept = [index for indices in members.values() for index in indices[:max(1, int(fraction * len(indices) + 0.5))]]
+    return sorted(kept)
+
+
+def subset(files, fraction: float, seed: int = 0, groups=None) -> list:
+    """The ``subset_indices`` of ``files``, in their order (sorted stays sorted, so indices mean the same on
+    every run); fraction 1 is every file."""
+    return [files[index] for index in subset_indices(len(files), fraction, seed, groups)]
+
+
+class ImageDirectory(Dataset):
+    """``dataset[i]`` is ``transform(rgb_image_i)``; labels, if any, are ignored.
+
+    ``fraction`` < 1 keeps a random subset of the images, drawn with ``seed`` (see ``subset``);
+    ``num_found`` is how many images ``root`` holds.
+    """
+
+    def __init__(self, root, transform=None, fraction: float = 1.0, seed: int = 0):
         self.root = Path(root)
         self.files = find_images(self.root)
+        self.num_found, self.fraction = len(self.files), fraction
+        self._keep_subset(fraction, seed)
         self.transform = transform
+
+    def _keep_subset(self, fraction: float, seed: int) -> None:
+        self.files = subset(self.files, fraction, seed)
 
     def __len__(self):
         return len(self.files)
@@ -62,10 +102,13 @@ class ImageDirectory(Dataset):
 
 class LabelledImageFolder(ImageDirectory):
     """``dataset[i]`` is ``(transform(rgb_image_i), class index)``, the class being the image's top-level folder
-    under ``root`` (torchvision's ImageFolder convention), classes in sorted order."""
+    under ``root`` (torchvision's ImageFolder convention), classes in sorted order.
 
-    def __init__(self, root, transform=None):
-        super().__init__(root, transform)
+    ``fraction`` < 1 keeps that fraction of every class (stratified, at least one image each): the classes are
+    the whole folder's.
+    """
+
+    def _keep_subset(self, fraction: float, seed: int) -> None:
         unfoldered = [path for path in self.files if path.parent == self.root]
         if unfoldered:
             raise ValueError(f"{self.root}: a labelled pretraining method reads classes from class subfolders "
@@ -73,7 +116,9 @@ class LabelledImageFolder(ImageDirectory):
                              f"{unfoldered[0].name}")
         self.classes = sorted({path.relative_to(self.root).parts[0] for path in self.files})
         index = {name: i for i, name in enumerate(self.classes)}
-        self.labels = [index[path.relative_to(self.root).parts[0]] for path in self.files]
+        labels = [index[path.relative_to(self.root).parts[0]] for path in self.files]
+        kept = subset_indices(len(self.files), fraction, seed, groups=labels)
+        self.files, self.labels = [self.files[i] for i in kept], [labels[i] for i in kept]
 
     def __getitem__(self, index):
         return super().__getitem__(index), self.labels[index]

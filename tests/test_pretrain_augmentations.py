@@ -1,4 +1,5 @@
-"""Augmentation policies as named steps: AUG.DROP / AUG.ONLY, the ablations of HPT Sec. 4.4 and Exemplar Table 1."""
+"""Augmentation policies as named steps (AUG.DROP / AUG.ONLY, the ablations of HPT Sec. 4.4 and Exemplar Table 1)
+and the seeded, nested, stratified data subsets of DATA.FRACTION (HPT's data-robustness study)."""
 import numpy as np
 import pytest
 import torch
@@ -20,6 +21,7 @@ from pretrain.augmentations import (
     policy_steps,
 )
 from pretrain.config import PRETRAIN_RULES, get_defaults
+from pretrain.data import ImageDirectory, LabelledImageFolder, subset, subset_indices
 
 CROP = 16
 
@@ -136,10 +138,82 @@ def test_bad_drop_or_only_names_the_key_the_name_and_the_steps(drop, only, key, 
 
 
 def test_good_drop_and_only_pass_the_checks_and_load_from_overrides():
-    cfg = load_config(get_defaults(), None, ["AUG.DROP", "('blur', 'grayscale')"])
-    assert tuple(cfg.AUG.DROP) == ("blur", "grayscale")
+    cfg = load_config(get_defaults(), None, ["AUG.DROP", "('blur', 'grayscale')", "DATA.FRACTION", 0.1])
+    assert tuple(cfg.AUG.DROP) == ("blur", "grayscale") and cfg.DATA.FRACTION == 0.1
     check_policy(cfg, "mocov2")
     with pytest.raises(ConfigError, match="'blur' is not a step of the mocov1 policy"):
         check_policy(cfg, "mocov1")  # v1 has no blur
     check_policy(aug_config(only=("crop", "to_tensor")), mocov1_augmentation)
-    check_rules(cfg, {key: PRETRAIN_RULES[key] for key in ("AUG.DROP", "AUG.ONLY")})
+    check_rules(cfg, {key: PRETRAIN_RULES[key] for key in ("AUG.DROP", "AUG.ONLY", "DATA.FRACTION")})
+
+
+@pytest.mark.parametrize("value", [0.0, -0.5, 1.5, float("nan"), True])
+def test_bad_fractions_are_refused_by_the_rule_and_by_subset(value):
+    cfg = get_defaults()
+    cfg.DATA.FRACTION = value
+    with pytest.raises(ConfigError, match=rf"^DATA.FRACTION {value!r}: must be a number in \(0, 1\]"):
+        check_rules(cfg, {"DATA.FRACTION": PRETRAIN_RULES["DATA.FRACTION"]})
+    if value == value:  # nan fails every comparison: subset's range check refuses it too
+        with pytest.raises(ValueError, match=r"must be a number in \(0, 1\]"):
+            subset(list(range(10)), value)
+
+
+def test_subsets_are_seeded_nested_sorted_and_keep_at_least_one():
+    files = [f"f{i:03d}" for i in range(200)]
+    assert subset(files, 1.0, seed=3) == files and subset(files, 1, seed=3) == files
+    ten = subset(files, 0.1, seed=3)
+    assert ten == subset(files, 0.1, seed=3) and ten != subset(files, 0.1, seed=4)
+    assert len(ten) == 20 and ten == sorted(ten)
+    previous = set()
+    for fraction in (0.01, 0.1, 0.25, 0.5, 1.0):
+        kept = set(subset(files, fraction, seed=3))
+        assert previous <= kept and len(kept) == round(fraction * 200)
+        previous = kept
+    assert len(subset(files[:7], 0.01, seed=0)) == 1
+    state = torch.get_rng_state()
+    subset(files, 0.3, seed=1)
+    assert torch.equal(state, torch.get_rng_state())  # the global RNG (the augmentations' draws) is untouched
+
+
+def test_stratified_subsets_keep_every_class_in_proportion():
+    groups = [0] * 100 + [1] * 30 + [2] * 3
+    kept = subset_indices(len(groups), 0.1, seed=0, groups=groups)
+    assert [sum(groups[i] == g for i in kept) for g in range(3)] == [10, 3, 1]
+    assert [sum(groups[i] == g for i in subset_indices(133, 0.01, 0, groups)) for g in range(3)] == [1, 1, 1]
+    previous = set()
+    for fraction in (0.01, 0.1, 0.25, 1.0):
+        indices = set(subset_indices(133, fraction, 7, groups))
+        assert previous <= indices
+        previous = indices
+    assert previous == set(range(133))
+
+
+@pytest.fixture(scope="module")
+def class_dir(tmp_path_factory):
+    """Two classes of 12 and 3 tiny images."""
+    root = tmp_path_factory.mktemp("classes")
+    for name, count in (("cat", 12), ("dog", 3)):
+        (root / name).mkdir()
+        for i in range(count):
+            Image.new("RGB", (4, 4), (i, 0, 0)).save(root / name / f"{i:02d}.png")
+    return root
+
+
+def test_datasets_keep_a_seeded_fraction(class_dir):
+    whole = ImageDirectory(class_dir)
+    assert len(whole) == whole.num_found == 15
+    part = ImageDirectory(class_dir, fraction=0.2, seed=1)
+    assert len(part) == 3 and part.num_found == 15 and part.files == sorted(part.files)
+    assert set(part.files) <= set(ImageDirectory(class_dir, fraction=0.5, seed=1).files)
+    assert part.files == ImageDirectory(class_dir, fraction=0.2, seed=1).files
+
+    labelled = LabelledImageFolder(class_dir, fraction=0.01, seed=0)
+    assert labelled.classes == ["cat", "dog"] and sorted(labelled.labels) == [0, 1]
+    quarter = LabelledImageFolder(class_dir, fraction=0.25, seed=0)
+    assert sorted(quarter.labels) == [0, 0, 0, 1] and quarter.files == sorted(quarter.files)
+    assert all(path.parent.name == quarter.classes[label] for path, label in zip(quarter.files, quarter.labels))
+    assert quarter[0][1] == quarter.labels[0]
+    full = LabelledImageFolder(class_dir)
+    assert full.files == whole.files and full.labels == [0] * 12 + [1] * 3
+    with pytest.raises(ValueError, match=r"fraction 0: must be a number in \(0, 1\]"):
+        LabelledImageFolder(class_dir, fraction=0)
