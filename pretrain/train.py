@@ -33,7 +33,7 @@ from converters import CheckpointError, expected_backbone_keys, save_canonical
 from converters.canonical import canonical_checkpoint
 from converters.io import atomic_write_text
 
-from .augmentations import IMAGENET_MEAN, IMAGENET_STD, TwoCrops, mocov1_augmentation, mocov2_augmentation
+from .augmentations import IMAGENET_MEAN, IMAGENET_STD, TwoCrops, check_policy, mocov1_augmentation, mocov2_augmentation
 from .bn_recalibrate import recalibrate_bn_statistics
 from .config import PRETRAIN_RULES
 from .data import ImageDirectory, LabelledImageFolder, held_out_images
@@ -98,6 +98,7 @@ def check_config(cfg: CfgNode, world_size: int) -> None:
     if batch % world_size:
         raise ConfigError(f"SOLVER.IMS_PER_BATCH {batch} is the global batch and must divide evenly over "
                           f"{world_size} processes")
+    check_policy(cfg, METHODS[cfg.METHOD].augmentation if cfg.METHOD in METHODS else mocov2_augmentation)
     if cfg.METHOD in METHODS:  # the MoCo family: BN groups and a queue
         splits, per_process = bn_splits(cfg), batch // world_size
         if per_process % splits or per_process // splits < 2:
@@ -206,7 +207,8 @@ def check_data(cfg: CfgNode, dataset: ImageDirectory, world_size: int, logger) -
     """An image directory that cannot fill a batch is an error; one holding held-out splits gets a warning."""
     per_process = cfg.SOLVER.IMS_PER_BATCH // world_size
     if len(dataset) < per_process:
-        raise ValueError(f"{dataset.root} holds {len(dataset)} images, fewer than one batch: SOLVER.IMS_PER_BATCH "
+        kept = "" if len(dataset) == dataset.num_found else f" of its {dataset.num_found} (DATA.FRACTION)"
+        raise ValueError(f"{dataset.root}: {len(dataset)} images{kept}, fewer than one batch: SOLVER.IMS_PER_BATCH "
                          f"{cfg.SOLVER.IMS_PER_BATCH} is {per_process} per process over {world_size} process(es); "
                          "add images or lower SOLVER.IMS_PER_BATCH")
     held_out = held_out_images(dataset.root, dataset.files)
@@ -214,6 +216,13 @@ def check_data(cfg: CfgNode, dataset: ImageDirectory, world_size: int, logger) -
         logger.warning(f"{dataset.root} also holds images of held-out splits, which pretraining would learn from: "
                        + ", ".join(f"{directory} ({count} images)" for directory, count in held_out.items())
                        + "; point --data-root (DATA.ROOT) at the training images alone, e.g. the train/ directory")
+
+
+def images_used(cfg: CfgNode, dataset: ImageDirectory) -> str:
+    """'N images', with the fraction of those found when DATA.FRACTION keeps a subset."""
+    if len(dataset) == dataset.num_found:
+        return f"{len(dataset)} images"
+    return f"{len(dataset)} images ({cfg.DATA.FRACTION:g} of {dataset.num_found}, DATA.FRACTION, seed {cfg.SEED})"
 
 
 def method_losses(method: Method, device: torch.device):
@@ -249,8 +258,9 @@ def _train_locked(cfg: CfgNode, device: torch.device, resume: bool) -> Path:
     method = METHODS[cfg.METHOD]
     data_dir = data_directory(cfg)
     dataset_class = LabelledImageFolder if method.labelled else ImageDirectory
-    view = method.augmentation(cfg.INPUT.CROP_SIZE, cfg.INPUT.MIN_SCALE)
-    dataset = dataset_class(data_dir, TwoCrops(view) if method.two_views else view)
+    view = method.augmentation(cfg.INPUT.CROP_SIZE, cfg.INPUT.MIN_SCALE, cfg.AUG.DROP, cfg.AUG.ONLY)
+    dataset = dataset_class(data_dir, TwoCrops(view) if method.two_views else view, fraction=cfg.DATA.FRACTION,
+                            seed=cfg.SEED)
     check_data(cfg, dataset, world_size, logger)
     max_iter = total_iterations(cfg, len(dataset))
     if is_main_process():
@@ -280,7 +290,8 @@ def _train_locked(cfg: CfgNode, device: torch.device, resume: bool) -> Path:
             logger.info(f"single process: shuffle-BN emulated with {bn_splits(cfg)} BN groups of "
                         f"{cfg.SOLVER.IMS_PER_BATCH // bn_splits(cfg)} images (MODEL.MOCO.BN_SPLITS)")
 
-    logger.info(f"{cfg.METHOD} {cfg.MODEL.ARCH} on {len(dataset)} images from {data_dir}; {world_size} process(es) "
+    logger.info(f"{cfg.METHOD} {cfg.MODEL.ARCH} on {images_used(cfg, dataset)} from {data_dir}; "
+                f"{world_size} process(es) "
                 f"x {cfg.SOLVER.IMS_PER_BATCH // world_size} images = global batch {cfg.SOLVER.IMS_PER_BATCH}; "
                 f"lr {scaled_lr(cfg):.6g} = {cfg.SOLVER.BASE_LR} x {cfg.SOLVER.IMS_PER_BATCH} / "
                 f"{cfg.SOLVER.REFERENCE_BATCH}, {cfg.SOLVER.LR_SCHEDULE} schedule; {max_iter} iterations; "
@@ -301,7 +312,8 @@ def _train_locked(cfg: CfgNode, device: torch.device, resume: bool) -> Path:
 def _recalibrate(cfg: CfgNode, device: torch.device, last_path: Path, logger) -> Path:
     """bn_recalibrate: MODEL.INIT's BN statistics averaged over target batches of one MoCo v2 view each."""
     data_dir = data_directory(cfg)
-    dataset = ImageDirectory(data_dir, mocov2_augmentation(cfg.INPUT.CROP_SIZE, cfg.INPUT.MIN_SCALE))
+    dataset = ImageDirectory(data_dir, mocov2_augmentation(cfg.INPUT.CROP_SIZE, cfg.INPUT.MIN_SCALE, cfg.AUG.DROP,
+                                                           cfg.AUG.ONLY), fraction=cfg.DATA.FRACTION, seed=cfg.SEED)
     check_data(cfg, dataset, get_world_size(), logger)
     model, init_meta = build_backbone(cfg.MODEL.INIT)
     if init_meta["arch"] != cfg.MODEL.ARCH:

@@ -208,10 +208,26 @@ def write_images(directory: Path, count: int) -> None:
 def test_pool_smaller_than_a_batch_is_an_error_before_any_work(tmp_path):
     write_images(tmp_path / "few", 3)
     cfg = tiny_config(OUTPUT_DIR=str(tmp_path / "run"), DATA__ROOT=str(tmp_path / "few"), SOLVER__MAX_ITER=1)
-    with pytest.raises(ValueError, match=rf"^{tmp_path / 'few'} holds 3 images, fewer than one batch: "
+    with pytest.raises(ValueError, match=rf"^{tmp_path / 'few'}: 3 images, fewer than one batch: "
                                          r"SOLVER.IMS_PER_BATCH 8 is 8 per process over 1 process\(es\)"):
         train(cfg, torch.device("cpu"))
     assert not (tmp_path / "run" / "config.yaml").exists()
+    write_images(tmp_path / "twelve", 12)
+    with pytest.raises(ValueError, match=r"twelve: 6 images of its 12 \(DATA.FRACTION\), fewer than one batch"):
+        train(tiny_config(OUTPUT_DIR=str(tmp_path / "half"), DATA__ROOT=str(tmp_path / "twelve"),
+                          DATA__FRACTION=0.5), torch.device("cpu"))
+
+
+def test_augmentation_steps_and_data_fraction_reach_the_run(image_dir, tmp_path):
+    cfg = tiny_config(OUTPUT_DIR=str(tmp_path / "run"), DATA__ROOT=str(image_dir), SOLVER__MAX_ITER=1,
+                      AUG__DROP=("blur", "grayscale"), DATA__FRACTION=0.5)
+    train(cfg, torch.device("cpu"))
+    log = (tmp_path / "run" / "log.txt").read_text()
+    assert "on 8 images (0.5 of 16, DATA.FRACTION, seed 0) from" in log
+    with pytest.raises(ConfigError, match="AUG.DROP.*'blurr' is not a step of the mocov2 policy"):
+        check_config(tiny_config(AUG__DROP=("blurr",), OUTPUT_DIR="work/x"), world_size=1)
+    with pytest.raises(ConfigError, match="AUG.ONLY.*'blur' is not a step of the mocov1 policy"):
+        check_config(tiny_config(METHOD="mocov1", AUG__ONLY=("blur",), OUTPUT_DIR="work/x"), world_size=1)
 
 
 def test_held_out_splits_in_the_data_root_are_named_in_a_warning(tmp_path, caplog):
