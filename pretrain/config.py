@@ -25,7 +25,7 @@ _C.MODEL = CN()
 # A torchvision ResNet: resnet18, resnet34, resnet50, resnet101 or resnet152 (what the canonical checkpoint holds).
 _C.MODEL.ARCH = "resnet50"
 # The base checkpoint a method starts from (tools/pretrain.py --init): any format converters.load_backbone
-# reads. Required by bn_recalibrate; rejected by methods that start from random initialization.
+# reads. Required by bn_recalibrate and hpt; rejected by methods that start from random initialization.
 _C.MODEL.INIT = ""
 
 _C.MODEL.MOCO = CN()
@@ -97,6 +97,13 @@ _C.SOLVER.AMP = CN()
 # Mixed precision: bf16 autocast on CPU, fp16 autocast with a GradScaler on CUDA.
 _C.SOLVER.AMP.ENABLED = False
 
+# hpt (Reed et al. 2022, pretrain/hpt.py): MoCo v2 continued from MODEL.INIT's backbone; the key encoder (a copy of
+# the loaded query encoder), the queue and the projector restart at every stage.
+_C.HPT = CN()
+# HPT-BN: every convolution keeps MODEL.INIT's weights; the BN layers (affine parameters and running statistics) and
+# the projector train (§3 "Target pretraining"; the projector trains in HPT's BN-only configs too).
+_C.HPT.TRAIN_BN_ONLY = False
+
 # bn_recalibrate: batches of SOLVER.IMS_PER_BATCH target images whose statistics are averaged; 0 = one pass.
 _C.BN_RECALIBRATE = CN()
 _C.BN_RECALIBRATE.BATCHES = 0
@@ -140,4 +147,5 @@ PRETRAIN_RULES = {
     "SOLVER.AMP.ENABLED": BOOLEAN,
     "MODEL.INIT": STRING,  # read (and so checked) by the methods that take it
     "BN_RECALIBRATE.BATCHES": integer(0),
+    "HPT.TRAIN_BN_ONLY": BOOLEAN,
 }

@@ -17,7 +17,7 @@ from fvcore.common.config import CfgNode
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
-from benchmarks.classification.features import build_backbone, checkpoint_id
+from benchmarks.classification.features import build_backbone
 from benchmarks.data.builtin import builtin_data_root
 from benchmarks.engine.checkpoint import Checkpointer, clean_stale_temporaries
 from benchmarks.engine.config import ConfigError
@@ -38,6 +38,7 @@ from .bn_recalibrate import recalibrate_bn_statistics
 from .config import PRETRAIN_RULES
 from .data import ImageDirectory, LabelledImageFolder, held_out_images
 from .exemplar import build_exemplar_v1, build_exemplar_v2
+from .hpt import parent_record
 from .moco import bn_splits, build_mocov1, build_mocov2
 
 # The end-of-run checkpoint: DIR/last.pth (periodic ones are Detectron2's model_{iter:07d}.pth).
@@ -325,8 +326,7 @@ def _recalibrate(cfg: CfgNode, device: torch.device, last_path: Path, logger) ->
                 f"format); BN statistics from {batches} batches of {cfg.SOLVER.IMS_PER_BATCH} images of {data_dir}, "
                 "weights unchanged")
     seen = recalibrate_bn_statistics(model, build_data_loader(cfg, dataset, 0, device), device, batches)
-    parent = {"path": str(cfg.MODEL.INIT), "sha256": checkpoint_id(cfg.MODEL.INIT), "method": init_meta.get("method"),
-              "parent": init_meta.get("parent")}
+    parent = parent_record(cfg.MODEL.INIT, init_meta)
     if is_main_process():
         atomic_write_text(Path(cfg.OUTPUT_DIR) / "config.yaml", cfg.dump())
         save_canonical(last_path, model.state_dict(), checkpoint_meta(cfg, init_meta["arch"], data_dir, seen, parent))
