@@ -38,7 +38,7 @@ from .bn_recalibrate import recalibrate_bn_statistics
 from .config import PRETRAIN_RULES
 from .data import ImageDirectory, LabelledImageFolder, held_out_images
 from .exemplar import build_exemplar_v1, build_exemplar_v2
-from .hpt import parent_record
+from .hpt import build_hpt, parent_record
 from .moco import bn_splits, build_mocov1, build_mocov2
 
 # The end-of-run checkpoint: DIR/last.pth (periodic ones are Detectron2's model_{iter:07d}.pth).
@@ -54,6 +54,7 @@ class Method(NamedTuple):
     augmentation: Callable  # (crop_size, min_scale) -> the transform of one view
     labelled: bool = False  # reads class subfolders and passes each batch's labels to the model
     two_views: bool = True  # a query and a key view per image (the contrastive methods) or one
+    starts_from_init: bool = False  # continues MODEL.INIT (--init) instead of a random initialization
 
 
 METHODS = {
@@ -61,12 +62,12 @@ METHODS = {
     "mocov2": Method(lambda cfg, data: build_mocov2(cfg), mocov2_augmentation),
     "exemplar_v1": Method(lambda cfg, data: build_exemplar_v1(cfg), mocov1_augmentation, labelled=True),
     "exemplar_v2": Method(lambda cfg, data: build_exemplar_v2(cfg), mocov2_augmentation, labelled=True),
+    "hpt": Method(lambda cfg, data: build_hpt(cfg), mocov2_augmentation, starts_from_init=True),
 }
 
 
 # The methods of DESIGN.md that are not built yet: named so that asking for one says so plainly.
 PLANNED_METHODS = {
-    "hpt": "hierarchical pretraining from a base checkpoint",
     "sl": "supervised cross-entropy pretraining",
     "slmlp": "supervised pretraining with an MLP projector",
 }
@@ -84,12 +85,13 @@ def check_config(cfg: CfgNode, world_size: int) -> None:
                                   f"implemented: {implemented}")
     if cfg.METHOD not in implemented:
         raise ConfigError(f"METHOD {cfg.METHOD!r} is not one of {implemented}")
-    if cfg.METHOD == BN_RECALIBRATE and not cfg.MODEL.INIT:
-        raise ConfigError("METHOD bn_recalibrate re-estimates the BN statistics of a base checkpoint: give it with "
-                          "--init PATH (MODEL.INIT)")
-    if cfg.METHOD != BN_RECALIBRATE and cfg.MODEL.INIT:
+    from_init = sorted([BN_RECALIBRATE, *(name for name, method in METHODS.items() if method.starts_from_init)])
+    if cfg.METHOD in from_init and not cfg.MODEL.INIT:
+        does = "re-estimates the BN statistics of" if cfg.METHOD == BN_RECALIBRATE else "continues pretraining from"
+        raise ConfigError(f"METHOD {cfg.METHOD} {does} a base checkpoint: give it with --init PATH (MODEL.INIT)")
+    if cfg.METHOD not in from_init and cfg.MODEL.INIT:
         raise ConfigError(f"METHOD {cfg.METHOD} starts from random initialization; MODEL.INIT (--init) is taken "
-                          f"by {BN_RECALIBRATE} only")
+                          f"by {', '.join(from_init)} only")
     try:
         expected_backbone_keys(cfg.MODEL.ARCH)  # the archs a canonical checkpoint can hold
     except ValueError as err:
@@ -274,7 +276,7 @@ def _train_locked(cfg: CfgNode, device: torch.device, resume: bool) -> Path:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(cfg, it, max_iter))
     dtype = amp_dtype(device, cfg.SOLVER.AMP.ENABLED)
     scaler = torch.amp.GradScaler("cuda") if dtype is torch.float16 else None
-    wrap, unwrap = canonical_packaging(cfg, model, data_dir, None, logger)
+    wrap, unwrap = canonical_packaging(cfg, model, data_dir, getattr(model, "parent", None), logger)
     checkpointer = Checkpointer(output_dir, model, optimizer, scheduler, scaler, final_name=FINAL_NAME,
                                 wrap=wrap, unwrap=unwrap)
     start_iter = checkpointer.resume() if resume else 0

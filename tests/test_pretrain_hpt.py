@@ -8,13 +8,16 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from PIL import Image
 from torch import nn
 
 from benchmarks.engine.config import ConfigError, load_config
 from converters import load_backbone, save_canonical
+from converters.report import SourceSummary
 from pretrain.config import get_defaults
 from pretrain.hpt import HPT, build_hpt, parent_record
 from pretrain.moco import build_mocov2
+from pretrain.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 HPT_CONFIG = REPO / "configs" / "pretrain" / "hpt_r50.yaml"
@@ -29,11 +32,6 @@ def hpt_config(init="", **overrides):
     return load_config(get_defaults(), HPT_CONFIG, pairs)
 
 
-def loss_of(output) -> torch.Tensor:
-    """The loss of MoCo's forward, which returns ``(loss, logits)`` or ``{"loss": ..., "acc1": ...}``."""
-    return output["loss"] if isinstance(output, dict) else output[0]
-
-
 def train_steps(model: nn.Module, steps: int = 2, images: int = 2, size: int = 32) -> None:
     """What the pretraining loop does: SGD (momentum 0.9, weight decay 1e-4) over the parameters that train."""
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.03, momentum=0.9,
@@ -42,7 +40,7 @@ def train_steps(model: nn.Module, steps: int = 2, images: int = 2, size: int = 3
     model.train()
     for _ in range(steps):
         im_q, im_k = (torch.randn(images, 3, size, size, generator=generator) for _ in range(2))
-        loss = loss_of(model(im_q, im_k))
+        loss = model(im_q, im_k)["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -191,3 +189,38 @@ def test_build_logs_what_it_loaded_and_what_it_rebuilt(tmp_path, caplog, monkeyp
                      "copied from it, queue and projector re-initialised; BN-only: 20 convolution weights frozen, "
                      "40 BN parameters (and running statistics) and the projector train"]
     assert all(record.levelno == logging.INFO for record in caplog.records if record.name == "transferlab")
+
+
+def test_a_three_stage_chain_on_the_engine_records_its_lineage_and_bn_only_keeps_the_convolutions(tmp_path):
+    """base (MoCo v2) -> source (HPT) -> target (HPT-BN), one iteration each through tools/pretrain.py's train()."""
+    images = tmp_path / "images"
+    images.mkdir()
+    generator = torch.Generator().manual_seed(0)
+    for index in range(8):
+        pixels = torch.randint(0, 256, (40, 40, 3), dtype=torch.uint8, generator=generator).numpy()
+        Image.fromarray(pixels).save(images / f"{index}.png")
+    tiny = ["MODEL.ARCH", "resnet18", "INPUT.CROP_SIZE", 32, "SOLVER.IMS_PER_BATCH", 4, "MODEL.MOCO.QUEUE_SIZE", 8,
+            "MODEL.MOCO.MLP_DIM", 16, "MODEL.MOCO.BN_SPLITS", 2, "DATALOADER.NUM_WORKERS", 0, "SOLVER.MAX_ITER", 1,
+            "DATA.ROOT", str(images)]
+
+    def stage(name, *overrides):
+        cfg = load_config(get_defaults(), REPO / "configs" / "pretrain" / "demo.yaml",
+                          [*tiny, "OUTPUT_DIR", str(tmp_path / name), *overrides])
+        return train(cfg, torch.device("cpu"))
+
+    base = stage("base")
+    source = stage("source", "METHOD", "hpt", "MODEL.INIT", str(base))
+    target = stage("target", "METHOD", "hpt", "MODEL.INIT", str(source), "HPT.TRAIN_BN_ONLY", True)
+
+    target_state, meta = load_backbone(target)
+    assert meta["method"] == "hpt" and meta["parent"]["path"] == str(source)
+    assert meta["parent"]["method"] == "hpt" and meta["parent"]["parent"]["path"] == str(base)
+    assert meta["parent"]["parent"]["method"] == "mocov2" and meta["parent"]["parent"]["parent"] is None
+    assert meta["parent"]["sha256"] == hashlib.sha256(source.read_bytes()).hexdigest()
+    source_state, _ = load_backbone(source)
+    convolutions = [name for name in source_state if name.endswith("weight") and source_state[name].dim() == 4]
+    assert len(convolutions) == 20  # resnet18
+    assert all(torch.equal(target_state[name], source_state[name]) for name in convolutions)
+    assert not torch.equal(target_state["bn1.weight"], source_state["bn1.weight"])
+    lineage = SourceSummary.from_meta(target.name, target_state, meta).lineage()
+    assert len(lineage) == 2 and str(source) in lineage[0] and str(base) in lineage[1]

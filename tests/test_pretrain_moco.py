@@ -478,5 +478,5 @@ def test_cli_help_runs():
 
 
 def test_planned_methods_say_they_are_not_implemented():
-    with pytest.raises(NotImplementedError, match="'slmlp'.*not implemented yet.*mocov2"):
+    with pytest.raises(NotImplementedError, match="'slmlp'.*not implemented yet.*hpt.*mocov2"):
         check_config(tiny_config(METHOD="slmlp"), world_size=1)
