@@ -1,4 +1,5 @@
-"""MoCo's augmentation policies (as in facebookresearch/moco main_moco.py), parameterised by crop size.
+"""MoCo's augmentation policies (as in facebookresearch/moco main_moco.py) and the single view of supervised
+pretraining, parameterised by crop size.
 
 A policy is a list of named steps, applied in order: optional ones (``crop``, ``color_jitter``, ``grayscale``,
 ``blur``, ``flip``) that ``drop`` / ``only`` (config ``AUG.DROP`` / ``AUG.ONLY``) may remove, the augmentation
@@ -93,7 +94,18 @@ def _mocov2_steps(crop_size: int, min_scale: float) -> list:
     ]
 
 
-POLICIES = {"mocov1": _mocov1_steps, "mocov2": _mocov2_steps}
+def _supervised_steps(crop_size: int, min_scale: float) -> list:
+    """One view for supervised (SL, SL-MLP) pretraining: torchvision's ImageNet training recipe, crop and flip. The
+    SL-MLP paper trains SL and SL-MLP "following [20]" (He et al. 2016; §5.1) and names no other augmentation for
+    its main runs: Byol's appears only in its §5.3 ablation (Fig. 10c)."""
+    return [
+        ("crop", transforms.RandomResizedCrop(crop_size, scale=(min_scale, 1.0))),
+        ("flip", transforms.RandomHorizontalFlip()),
+        *_always_on(),
+    ]
+
+
+POLICIES = {"mocov1": _mocov1_steps, "mocov2": _mocov2_steps, "supervised": _supervised_steps}
 
 
 def _policy_name(policy) -> str:
@@ -180,4 +192,11 @@ def mocov2_augmentation(crop_size: int = 224, min_scale: float = 0.2, drop: Sequ
     return build_policy("mocov2", crop_size, min_scale, drop, only)
 
 
-_FUNCTIONS: dict[str, Callable] = {"mocov1": mocov1_augmentation, "mocov2": mocov2_augmentation}
+def supervised_augmentation(crop_size: int = 224, min_scale: float = 0.08, drop: Sequence[str] = (),
+                            only: Sequence[str] = ()) -> Policy:
+    """SL and SL-MLP: crop (area 0.08-1 by default, as torchvision's recipe) and flip."""
+    return build_policy("supervised", crop_size, min_scale, drop, only)
+
+
+_FUNCTIONS: dict[str, Callable] = {"mocov1": mocov1_augmentation, "mocov2": mocov2_augmentation,
+                                   "supervised": supervised_augmentation}

@@ -27,6 +27,11 @@ _C.MODEL.ARCH = "resnet50"
 # The base checkpoint a method starts from (tools/pretrain.py --init): any format converters.load_backbone
 # reads. Required by bn_recalibrate and hpt; rejected by methods that start from random initialization.
 _C.MODEL.INIT = ""
+# Convert every BatchNorm to torch.nn.SyncBatchNorm, so that batch statistics pool over all processes
+# (pretrain.sl.convert_sync_bn, read by the supervised methods sl and slmlp; MoCo's BN is shuffle-BN instead).
+# Takes effect only under torchrun: in one process SyncBatchNorm is plain BN. nn.SyncBatchNorm runs on CUDA
+# (or XPU) only, so a multi-process run on CPUs (gloo) with it fails at the first forward.
+_C.MODEL.SYNC_BN = False
 
 _C.MODEL.MOCO = CN()
 # Output dimension of the projection head (the embedding the contrastive loss compares).
@@ -42,6 +47,12 @@ _C.MODEL.MOCO.TEMPERATURE = 0.2
 # (shuffle-BN; else BN statistics leak which key is the positive). 0 = auto: 8 groups in one process (the
 # paper's 8 GPUs, as MoCo's single-GPU notebook emulates them), 1 under torchrun (the processes are the groups).
 _C.MODEL.MOCO.BN_SPLITS = 0
+
+# SL-MLP's projector between the pooled backbone features and the classifier (Wang et al. 2022, §4.1):
+# fc(backbone width -> HIDDEN_DIM), BN, ReLU, fc(HIDDEN_DIM -> OUT_DIM); the classifier reads OUT_DIM features.
+_C.MODEL.SLMLP = CN()
+_C.MODEL.SLMLP.HIDDEN_DIM = 4096  # "the hidden feature dimension in the MLP projector is set to 4096" (§4.1)
+_C.MODEL.SLMLP.OUT_DIM = 256  # "D_g is set to 256" (§4.1)
 
 _C.INPUT = CN()
 _C.INPUT.CROP_SIZE = 224
@@ -125,6 +136,9 @@ PRETRAIN_RULES = {
     "MODEL.MOCO.MOMENTUM": number(0, 1),
     "MODEL.MOCO.TEMPERATURE": number(0, low_open=True),
     "MODEL.MOCO.BN_SPLITS": integer(0),
+    "MODEL.SYNC_BN": BOOLEAN,
+    "MODEL.SLMLP.HIDDEN_DIM": integer(1),
+    "MODEL.SLMLP.OUT_DIM": integer(1),
     "INPUT.CROP_SIZE": integer(1),
     "INPUT.MIN_SCALE": number(0, 1, low_open=True),
     # names checked against the METHOD's policy by pretrain.augmentations.check_policy (and DROP with ONLY)
