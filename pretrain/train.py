@@ -33,13 +33,23 @@ from converters import CheckpointError, expected_backbone_keys, save_canonical
 from converters.canonical import canonical_checkpoint
 from converters.io import atomic_write_text
 
-from .augmentations import IMAGENET_MEAN, IMAGENET_STD, TwoCrops, check_policy, mocov1_augmentation, mocov2_augmentation
+from .augmentations import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    TwoCrops,
+    check_policy,
+    mocov1_augmentation,
+    mocov2_augmentation,
+    supervised_augmentation,
+)
 from .bn_recalibrate import recalibrate_bn_statistics
 from .config import PRETRAIN_RULES
 from .data import ImageDirectory, LabelledImageFolder, held_out_images
 from .exemplar import build_exemplar_v1, build_exemplar_v2
 from .hpt import build_hpt, parent_record
 from .moco import bn_splits, build_mocov1, build_mocov2
+from .sl import build_sl, convert_sync_bn
+from .slmlp import build_slmlp
 
 # The end-of-run checkpoint: DIR/last.pth (periodic ones are Detectron2's model_{iter:07d}.pth).
 FINAL_NAME = "last"
@@ -55,6 +65,7 @@ class Method(NamedTuple):
     labelled: bool = False  # reads class subfolders and passes each batch's labels to the model
     two_views: bool = True  # a query and a key view per image (the contrastive methods) or one
     starts_from_init: bool = False  # continues MODEL.INIT (--init) instead of a random initialization
+    moco_family: bool = True  # a queue and shuffle-BN groups (MODEL.MOCO.*)
 
 
 METHODS = {
@@ -63,13 +74,10 @@ METHODS = {
     "exemplar_v1": Method(lambda cfg, data: build_exemplar_v1(cfg), mocov1_augmentation, labelled=True),
     "exemplar_v2": Method(lambda cfg, data: build_exemplar_v2(cfg), mocov2_augmentation, labelled=True),
     "hpt": Method(lambda cfg, data: build_hpt(cfg), mocov2_augmentation, starts_from_init=True),
-}
-
-
-# The methods of DESIGN.md that are not built yet: named so that asking for one says so plainly.
-PLANNED_METHODS = {
-    "sl": "supervised cross-entropy pretraining",
-    "slmlp": "supervised pretraining with an MLP projector",
+    "sl": Method(lambda cfg, data: build_sl(cfg, len(data.classes)), supervised_augmentation, labelled=True,
+                 two_views=False, moco_family=False),
+    "slmlp": Method(lambda cfg, data: build_slmlp(cfg, len(data.classes)), supervised_augmentation, labelled=True,
+                    two_views=False, moco_family=False),
 }
 
 
@@ -80,9 +88,6 @@ BN_RECALIBRATE = "bn_recalibrate"
 def check_config(cfg: CfgNode, world_size: int) -> None:
     """Reject settings the loop cannot honour before any work starts."""
     implemented = sorted([*METHODS, BN_RECALIBRATE])
-    if cfg.METHOD in PLANNED_METHODS:
-        raise NotImplementedError(f"METHOD {cfg.METHOD!r} ({PLANNED_METHODS[cfg.METHOD]}) is not implemented yet; "
-                                  f"implemented: {implemented}")
     if cfg.METHOD not in implemented:
         raise ConfigError(f"METHOD {cfg.METHOD!r} is not one of {implemented}")
     from_init = sorted([BN_RECALIBRATE, *(name for name, method in METHODS.items() if method.starts_from_init)])
@@ -102,7 +107,11 @@ def check_config(cfg: CfgNode, world_size: int) -> None:
         raise ConfigError(f"SOLVER.IMS_PER_BATCH {batch} is the global batch and must divide evenly over "
                           f"{world_size} processes")
     check_policy(cfg, METHODS[cfg.METHOD].augmentation if cfg.METHOD in METHODS else mocov2_augmentation)
-    if cfg.METHOD in METHODS:  # the MoCo family: BN groups and a queue
+    moco_family = cfg.METHOD in METHODS and METHODS[cfg.METHOD].moco_family
+    if moco_family and cfg.MODEL.SYNC_BN:
+        fail("MODEL.SYNC_BN", True, f"does not apply to {cfg.METHOD}: the MoCo family normalises keys in shuffled BN "
+             "groups (MODEL.MOCO.BN_SPLITS, or one group per process under torchrun), which SyncBN would merge")
+    if moco_family:  # BN groups and a queue
         splits, per_process = bn_splits(cfg), batch // world_size
         if per_process % splits or per_process // splits < 2:
             raise ConfigError(f"SOLVER.IMS_PER_BATCH {batch} is {per_process} images per process, which do not "
@@ -271,6 +280,12 @@ def _train_locked(cfg: CfgNode, device: torch.device, resume: bool) -> Path:
 
     seed_everything(cfg.SEED)
     model = method.build_model(cfg, dataset).to(device)
+    if cfg.MODEL.SYNC_BN and is_distributed():
+        if device.type != "cuda":
+            raise ConfigError("MODEL.SYNC_BN True: torch's SyncBatchNorm needs CUDA devices, and this torchrun job "
+                              f"runs on {device.type}; set MODEL.SYNC_BN False")
+        model = convert_sync_bn(cfg, model)
+        logger.info("SyncBN: BN statistics over the global batch of all processes (MODEL.SYNC_BN)")
     optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=scaled_lr(cfg),
                                 momentum=cfg.SOLVER.MOMENTUM, weight_decay=cfg.SOLVER.WEIGHT_DECAY)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: lr_factor(cfg, it, max_iter))
@@ -286,6 +301,7 @@ def _train_locked(cfg: CfgNode, device: torch.device, resume: bool) -> Path:
                                               find_unused_parameters=False)
     else:
         train_model = model
+    if method.moco_family and not is_distributed():
         if bn_splits(cfg) == 1:
             logger.warning("single process with MODEL.MOCO.BN_SPLITS 1: one BN group holds every query and every "
                            "key, so BN statistics can leak which key is the positive (no shuffle-BN)")

@@ -1,6 +1,7 @@
 """MoCo pretraining: loss, queue, momentum encoder, heads, data, and short end-to-end runs (resnet18, tiny crops)."""
 import hashlib
 import itertools
+import json
 import logging
 import math
 import os
@@ -346,6 +347,21 @@ def test_bn_recalibrate_changes_only_the_bn_statistics(image_dir, tmp_path):
         check_config(tiny_config(MODEL__INIT=str(init), OUTPUT_DIR="work/x"), world_size=1)
 
 
+@pytest.mark.parametrize("method", ["sl", "slmlp"])
+def test_supervised_methods_write_a_backbone_and_log_their_accuracy(image_dir, tmp_path, method):
+    cfg = tiny_config(METHOD=method, OUTPUT_DIR=str(tmp_path / "run"), DATA__ROOT=str(image_dir), SOLVER__MAX_ITER=2,
+                      MODEL__SLMLP__HIDDEN_DIM=32, MODEL__SLMLP__OUT_DIM=16)
+    state_dict, meta = load_backbone(train(cfg, torch.device("cpu")))
+    assert meta["method"] == method and sorted(state_dict) == sorted(expected_backbone_keys("resnet18"))
+    classifier = load_torch_file(tmp_path / "run" / "last.pth")["train_state"]["model"]
+    head = {"sl": "encoder.fc.weight", "slmlp": "encoder.fc.classifier.weight"}[method]
+    assert classifier[head].shape[0] == 2  # image_dir's two class folders
+    log = (tmp_path / "run" / "log.txt").read_text()
+    assert "iter 2/2" in log and "acc1" in log and "shuffle-BN" not in log
+    events = [json.loads(line) for line in (tmp_path / "run" / "events.jsonl").read_text().splitlines()]
+    assert [event["iteration"] for event in events] == [1, 2] and all("acc1" in event for event in events)
+
+
 def test_mocov1_runs_with_the_step_schedule(image_dir, tmp_path):
     cfg = tiny_config(METHOD="mocov1", MODEL__MOCO__TEMPERATURE=0.07, SOLVER__LR_SCHEDULE="step",
                       OUTPUT_DIR=str(tmp_path / "v1"), DATA__ROOT=str(image_dir), SOLVER__MAX_ITER=1)
@@ -355,10 +371,11 @@ def test_mocov1_runs_with_the_step_schedule(image_dir, tmp_path):
                       torch.Tensor)
 
 
-def test_resume_continues_exactly(image_dir, tmp_path):
+@pytest.mark.parametrize("method", ["mocov2", "sl"])  # a contrastive method (queue, key encoder) and a supervised one
+def test_resume_continues_exactly(image_dir, tmp_path, method):
     """A run resumed from its iteration-2 checkpoint ends bit-identical to the uninterrupted 4-iteration run."""
     common = dict(DATA__ROOT=str(image_dir), SOLVER__MAX_ITER=4, SOLVER__CHECKPOINT_PERIOD=2,
-                  DATALOADER__NUM_WORKERS=1)
+                  DATALOADER__NUM_WORKERS=1, METHOD=method)
     straight = train(tiny_config(OUTPUT_DIR=str(tmp_path / "straight"), **common), torch.device("cpu"))
     # Detectron2's name for the checkpoint after 2 iterations: the index of the last one done, 1
     assert load_torch_file(tmp_path / "straight" / "model_0000001.pth")["train_state"]["iteration"] == 2
@@ -477,6 +494,10 @@ def test_cli_help_runs():
     assert result.returncode == 0 and "--resume" in result.stdout and "KEY VALUE" in result.stdout
 
 
-def test_planned_methods_say_they_are_not_implemented():
-    with pytest.raises(NotImplementedError, match="'slmlp'.*not implemented yet.*hpt.*mocov2"):
-        check_config(tiny_config(METHOD="slmlp"), world_size=1)
+def test_an_unknown_method_names_the_implemented_ones():
+    with pytest.raises(ConfigError, match="METHOD 'simclr' is not one of .*'hpt'.*'mocov2'.*'sl', 'slmlp'"):
+        check_config(tiny_config(METHOD="simclr", OUTPUT_DIR="work/x"), world_size=1)
+    with pytest.raises(ConfigError, match="MODEL.SYNC_BN True: does not apply to mocov2"):
+        check_config(tiny_config(MODEL__SYNC_BN=True, OUTPUT_DIR="work/x"), world_size=1)
+    with pytest.raises(ConfigError, match="continues pretraining from a base checkpoint: give it with --init"):
+        check_config(tiny_config(METHOD="hpt", OUTPUT_DIR="work/x"), world_size=1)
