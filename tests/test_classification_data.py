@@ -359,6 +359,44 @@ def test_builtin_detection_and_pool_files_are_unchanged(tmp_path):
     assert digest.hexdigest() == "c5e2d5ab1dd5d865c7e5e992c5e7fc567699c311410a5cb0ea74a663860f70a5"
 
 
+TINY_DETECTION = SceneSpec(height=64, width=64, crowd_prob=0.5)  # write_tiny_builtin's detection_spec
+
+
+def rendered_scene(relative: Path):
+    """The scene a file of ``write_tiny_builtin`` holds, rendered again from its (seed, stream, index)."""
+    part = relative.parts[0]
+    if part in ("train", "val"):  # COCO: {split}/{image_id:012d}.jpg, image ids from 1
+        stream, index, spec = f"coco/{part}", int(relative.stem) - 1, TINY_DETECTION
+    elif part == "pool":
+        stream, index, spec = "pool", int(relative.stem), TINY
+    else:  # {set}/{split}/[{class}/]{index:06d}.jpg
+        spec = {"classification": TINY_SINGLE, "classification_multilabel": TINY_MULTILABEL}[part]
+        stream, index = f"{part}/{relative.parts[1]}", int(relative.stem)
+    return render_scene(scene_rng(3, stream, index), spec)
+
+
+def test_builtin_files_and_pixels_are_unchanged(tmp_path):
+    """Digest of the name of every file of the sets that existed before the domains, the multi-label CSVs and the
+    pixels each image was encoded from, so new SceneSpec knobs at their defaults change no image.
+
+    The pixels are those rendered again from the scene each file names, not the decoded JPEG, so the digest does
+    not depend on the JPEG encoder of the OpenCV build.
+    """
+    root = write_tiny_builtin(tmp_path)
+    digest = hashlib.sha256()
+    for part in ("train", "val", "pool", "classification", "classification_multilabel"):
+        for path in sorted((root / part).rglob("*")):
+            if not path.is_file():
+                continue
+            relative = path.relative_to(root)
+            digest.update(relative.as_posix().encode() + b"\0")
+            if path.suffix == ".csv":
+                digest.update(path.read_bytes())
+            else:
+                digest.update(rendered_scene(relative)[0].tobytes())
+    assert digest.hexdigest() == "1ec85c1cccaac8927925040420085d440d376a4c64b841e75af71dd7b12a7065"
+
+
 def test_builtin_image_folder_images_hold_one_object_of_their_class(tmp_path):
     root = write_tiny_builtin(tmp_path, classification_train_images=12)
     names = {category["id"]: category["name"] for category in CATEGORIES}
