@@ -7,13 +7,14 @@ all later objects have been painted over it.
 
 from __future__ import annotations
 
+import colorsys
 import zlib
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 
-__all__ = ["GENERATOR_VERSION", "CATEGORIES", "SceneSpec", "render_scene", "scene_rng"]
+__all__ = ["BACKGROUND_KINDS", "GENERATOR_VERSION", "CATEGORIES", "SceneSpec", "render_scene", "scene_rng"]
 
 # Bump whenever the rendered pixels or annotations change, so cached datasets are regenerated.
 GENERATOR_VERSION = 1
@@ -27,6 +28,10 @@ CATEGORIES = [
     {"id": 5, "name": "star", "supercategory": "spiky"},
     {"id": 6, "name": "cross", "supercategory": "spiky"},
 ]
+
+# Background patterns; SceneSpec.background_kinds picks among them, the first three (the default) by the same draw
+# as before the others existed, so default scenes are unchanged.
+BACKGROUND_KINDS = ("gradient", "smooth_noise", "stripes", "checker", "grain")
 
 
 @dataclass(frozen=True)
@@ -46,6 +51,13 @@ class SceneSpec:
     max_occlusion: float = 0.6  # largest fraction of an object that later objects may hide
     min_visible_pixels: int = 48
     crowd_prob: float = 0.05  # chance a scene contains one iscrowd=1 cluster of small objects
+    # Palette: None draws object colours uniformly from the RGB cube and background base colours near grey; a
+    # ((hue_low, hue_high), (saturation_low, saturation_high), (value_low, value_high)) range draws them in HSV
+    # (hue in degrees, may run past 360 or below 0 to wrap; saturation and value in [0, 1]).
+    object_hsv: tuple | None = None
+    background_hsv: tuple | None = None
+    background_kinds: tuple = BACKGROUND_KINDS[:3]  # drawn with equal chance, see BACKGROUND_KINDS
+    background_stripe_period: tuple = (6.0, 24.0)  # range of the stripes background's period, in pixels
 
     def __post_init__(self):
         if min(self.height, self.width) < 32:
@@ -64,6 +76,39 @@ class SceneSpec:
                 raise ValueError(f"SceneSpec: {name} must be in [0, 1], got {getattr(self, name)}")
         if not 0 <= self.max_occlusion < 1:
             raise ValueError(f"SceneSpec: max_occlusion must be in [0, 1), got {self.max_occlusion}")
+        for name in ("object_hsv", "background_hsv"):
+            ranges = getattr(self, name)
+            if ranges is not None and not _valid_hsv_ranges(ranges):
+                raise ValueError(
+                    f"SceneSpec: {name} must be None or ((hue_low, hue_high), (s_low, s_high), (v_low, v_high)) "
+                    f"with low <= high and saturation and value in [0, 1], got {ranges!r}"
+                )
+        low, high = self.background_stripe_period
+        if not 2 <= low <= high:
+            raise ValueError(
+                f"SceneSpec: background_stripe_period must be (low, high) with 2 <= low <= high, "
+                f"got {self.background_stripe_period!r}"
+            )
+        if not self.background_kinds or not set(self.background_kinds) <= set(BACKGROUND_KINDS):
+            raise ValueError(
+                f"SceneSpec: background_kinds must be a non-empty tuple of {BACKGROUND_KINDS}, "
+                f"got {self.background_kinds!r}"
+            )
+
+
+def _valid_hsv_ranges(ranges) -> bool:
+    try:
+        (h0, h1), (s0, s1), (v0, v1) = ranges
+    except (TypeError, ValueError):
+        return False
+    return h0 <= h1 and 0 <= s0 <= s1 <= 1 and 0 <= v0 <= v1 <= 1
+
+
+def _hsv_color(rng: np.random.Generator, ranges) -> np.ndarray:
+    """An RGB colour (float, 0-255) drawn uniformly from HSV ``ranges`` (see ``SceneSpec.object_hsv``)."""
+    (h0, h1), (s0, s1), (v0, v1) = ranges
+    hue, saturation, value = rng.uniform(h0, h1) % 360, rng.uniform(s0, s1), rng.uniform(v0, v1)
+    return 255 * np.array(colorsys.hsv_to_rgb(hue / 360, saturation, value))
 
 
 def scene_rng(seed: int, stream: str, index: int) -> np.random.Generator:
@@ -145,30 +190,49 @@ def _crowd_masks(rng: np.random.Generator, name: str, spec: SceneSpec) -> list[n
     return masks
 
 
-def _contrasting_color(rng: np.random.Generator, reference: np.ndarray, min_distance: float) -> np.ndarray:
+def _contrasting_color(rng: np.random.Generator, reference: np.ndarray, spec: SceneSpec) -> np.ndarray:
+    if spec.object_hsv is None:
+        for _ in range(32):
+            color = rng.uniform(0, 255, size=3)
+            if np.linalg.norm(color - reference) >= spec.min_color_distance:
+                return color
+        return np.where(reference < 128, 255.0, 0.0)  # the farthest corner of the RGB cube
+    best, best_distance = None, -1.0
     for _ in range(32):
-        color = rng.uniform(0, 255, size=3)
-        if np.linalg.norm(color - reference) >= min_distance:
+        color = _hsv_color(rng, spec.object_hsv)
+        distance = np.linalg.norm(color - reference)
+        if distance >= spec.min_color_distance:
             return color
-    return np.where(reference < 128, 255.0, 0.0)  # the farthest corner of the RGB cube
+        if distance > best_distance:
+            best, best_distance = color, distance
+    return best  # the farthest one tried, so the colour stays in the palette
 
 
 def _render_background(rng: np.random.Generator, spec: SceneSpec) -> tuple[np.ndarray, np.ndarray]:
-    """A low-saturation base colour with a gradient, smooth noise or stripes on top."""
+    """A base colour (near grey, or from ``spec.background_hsv``) with one of ``spec.background_kinds`` on top."""
     h, w = spec.height, spec.width
-    base = rng.uniform(60, 196) + rng.uniform(-16, 16, size=3)
+    if spec.background_hsv is None:
+        base = rng.uniform(60, 196) + rng.uniform(-16, 16, size=3)
+    else:
+        base = _hsv_color(rng, spec.background_hsv)
     amplitude = spec.background_contrast * 255 * rng.uniform(0.5, 1.0)
     angle = rng.uniform(0, 2 * np.pi)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
     along = xx * np.cos(angle) + yy * np.sin(angle)
-    kind = rng.integers(3)
-    if kind == 0:
+    kind = spec.background_kinds[rng.integers(len(spec.background_kinds))]
+    if kind == "gradient":
         pattern = (along - along.min()) / (along.max() - along.min()) - 0.5
-    elif kind == 1:
+    elif kind == "smooth_noise":
         coarse = rng.uniform(-0.5, 0.5, size=(h // 16 + 2, w // 16 + 2))
         pattern = cv2.resize(coarse, (w, h), interpolation=cv2.INTER_LINEAR)
-    else:
-        pattern = 0.5 * np.sin(2 * np.pi * along / rng.uniform(6, 24))
+    elif kind == "stripes":
+        pattern = 0.5 * np.sin(2 * np.pi * along / rng.uniform(*spec.background_stripe_period))
+    elif kind == "checker":
+        across = -xx * np.sin(angle) + yy * np.cos(angle)
+        cell = rng.uniform(3, 8)
+        pattern = ((np.floor(along / cell) + np.floor(across / cell)) % 2) - 0.5
+    else:  # grain: independent noise per pixel
+        pattern = rng.uniform(-0.5, 0.5, size=(h, w))
     image = base + amplitude * pattern[..., None]
     return base, np.clip(image, 0, 255).astype(np.uint8)
 
@@ -177,7 +241,7 @@ def _paint(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray, backgr
     """Fill ``mask`` with a solid colour or a texture that contrasts with the background."""
     rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
     y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
-    color = _contrasting_color(rng, background, spec.min_color_distance)
+    color = _contrasting_color(rng, background, spec)
     if rng.random() < spec.texture_prob:
         kind = rng.integers(3)
         if kind == 2:
@@ -190,7 +254,7 @@ def _paint(rng: np.random.Generator, image: np.ndarray, mask: np.ndarray, backgr
             else:
                 cell = rng.integers(3, 9)
                 on = (yy // cell + xx // cell) % 2 == 0
-            second = _contrasting_color(rng, background, spec.min_color_distance)
+            second = _contrasting_color(rng, background, spec)
             pixels = np.where(on[..., None], color, second)
     else:
         pixels = np.broadcast_to(color, (y1 - y0, x1 - x0, 3))
