@@ -1,6 +1,7 @@
 """The classification data layer: image folders, multi-label CSVs, drawn splits, budgets, checks, built-in set."""
 
 import collections
+import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -21,7 +22,7 @@ from benchmarks.classification.data import (
     per_class_shots,
     read_classification_data,
 )
-from benchmarks.data import CATEGORIES, SceneSpec, render_scene, scene_rng, write_builtin_set
+from benchmarks.data import CATEGORIES, SceneSpec, builtin, render_scene, scene_rng, write_builtin_set
 from benchmarks.data.writers import write_multilabel_csv
 
 from .conftest import REPO
@@ -331,14 +332,17 @@ def test_an_image_that_fails_to_decode_later_is_named(tmp_path):
 TINY = SceneSpec(height=32, width=32)
 TINY_MULTILABEL = SceneSpec(height=32, width=32, max_objects=3, crowd_prob=0.0)
 TINY_SINGLE = SceneSpec(height=32, width=32, max_objects=1, min_object_size=0.5, max_object_size=0.8, crowd_prob=0.0)
+TINY_DOMAINS = {domain: dataclasses.replace(spec, height=48, width=48)
+                for domain, spec in zip(builtin.DOMAINS, (builtin.DOMAIN_A_SPEC, builtin.DOMAIN_B_SPEC))}
 
 
 def write_tiny_builtin(root, **counts):
     arguments = dict(train_images=3, val_images=2, pool_images=2, classification_train_images=6,
                      classification_val_images=4, classification_test_images=3, multilabel_train_images=4,
-                     multilabel_val_images=2, multilabel_test_images=2, seed=3,
-                     detection_spec=SceneSpec(height=64, width=64, crowd_prob=0.5), small_image_spec=TINY,
-                     classification_spec=TINY_SINGLE, multilabel_spec=TINY_MULTILABEL)
+                     multilabel_val_images=2, multilabel_test_images=2, domain_train_images=4, domain_val_images=2,
+                     domain_test_images=2, seed=3, detection_spec=SceneSpec(height=64, width=64, crowd_prob=0.5),
+                     small_image_spec=TINY, classification_spec=TINY_SINGLE, multilabel_spec=TINY_MULTILABEL,
+                     domain_a_spec=TINY_DOMAINS["domain_a"], domain_b_spec=TINY_DOMAINS["domain_b"])
     return write_builtin_set(root, **{**arguments, **counts})
 
 
@@ -397,11 +401,14 @@ def test_builtin_files_and_pixels_are_unchanged(tmp_path):
     assert digest.hexdigest() == "1ec85c1cccaac8927925040420085d440d376a4c64b841e75af71dd7b12a7065"
 
 
-def test_builtin_image_folder_images_hold_one_object_of_their_class(tmp_path):
-    root = write_tiny_builtin(tmp_path, classification_train_images=12)
+@pytest.mark.parametrize("folder, spec", [("classification", TINY_SINGLE), *TINY_DOMAINS.items()])
+def test_builtin_image_folder_images_hold_one_object_of_their_class(tmp_path, folder, spec):
+    root = write_tiny_builtin(tmp_path, classification_train_images=12, domain_train_images=12)
     names = {category["id"]: category["name"] for category in CATEGORIES}
-    for path in (root / "classification/train").rglob("*.jpg"):
-        _, instances = render_scene(scene_rng(3, "classification/train", int(path.stem)), TINY_SINGLE)
+    paths = list((root / folder / "train").rglob("*.jpg"))
+    assert len(paths) == 12
+    for path in paths:
+        _, instances = render_scene(scene_rng(3, f"{folder}/train", int(path.stem)), spec)
         assert [names[instance["category_id"]] for instance in instances] == [path.parent.name]
 
 
@@ -420,6 +427,8 @@ def test_builtin_classification_splits_read_with_no_drawn_split(tmp_path):
     assert manifest["classification_test_images"] == 5 and manifest["multilabel_train_images"] == 30
     assert (manifest["multilabel_val_images"], manifest["multilabel_test_images"]) == (2, 2)
     assert manifest["multilabel_spec"]["max_objects"] == 3
+    assert (manifest["domain_train_images"], manifest["domain_val_images"], manifest["domain_test_images"]) == (4, 2, 2)
+    assert manifest["domain_b_spec"] == json.loads(json.dumps(dataclasses.asdict(TINY_DOMAINS["domain_b"])))
 
 
 def test_multilabel_rows_name_every_category_in_the_image(tmp_path):
@@ -442,11 +451,15 @@ def test_make_data_writes_the_new_splits_with_their_counts(tmp_path):
     out = tmp_path / "data"
     make_data.main(["--out", str(out), "--train", "1", "--val", "1", "--pool", "1", "--classification-train", "2",
                     "--classification-val", "1", "--classification-test", "3", "--multilabel-train", "4",
-                    "--multilabel-val", "2", "--multilabel-test", "1", "--image-size", "32",
-                    "--small-image-size", "32"])
+                    "--multilabel-val", "2", "--multilabel-test", "1", "--domain-train", "3", "--domain-val", "1",
+                    "--domain-test", "2", "--image-size", "32", "--small-image-size", "32"])
     assert len(list((out / "classification" / "test").glob("*/*.jpg"))) == 3
     for split, count in (("train", 4), ("val", 2), ("test", 1)):
         assert len((out / "classification_multilabel" / f"{split}.csv").read_text().splitlines()) == count + 1
-    assert json.loads((out / "manifest.json").read_text())["multilabel_spec"]["height"] == 32
+    for domain in ("domain_a", "domain_b"):
+        assert [len(list((out / domain / split).glob("*/*.jpg"))) for split in ("train", "val", "test")] == [3, 1, 2]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["multilabel_spec"]["height"] == 32 and manifest["domain_a_spec"]["width"] == 32
+    assert manifest["domain_b_spec"]["background_kinds"] == list(builtin.DOMAIN_B_SPEC.background_kinds)
     with pytest.raises(ValueError, match="--multilabel-test -1: an image count must be >= 0"):
         make_data.check_args(make_data.parse_args(["--out", str(tmp_path / "other"), "--multilabel-test", "-1"]))

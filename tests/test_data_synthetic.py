@@ -1,5 +1,7 @@
 """The scene generator, its on-disk writers and the cached built-in set."""
 
+import colorsys
+import dataclasses
 import json
 import multiprocessing
 from pathlib import Path
@@ -92,6 +94,35 @@ def test_scene_spec_rejects_bad_values():
         SceneSpec(max_occlusion=1.0)
     with pytest.raises(ValueError, match="object_size"):
         SceneSpec(min_object_size=0.5, max_object_size=0.2)
+    with pytest.raises(ValueError, match="object_hsv"):
+        SceneSpec(object_hsv=((0, 60), (0.5, 1.2), (0, 1)))
+    with pytest.raises(ValueError, match="background_hsv"):
+        SceneSpec(background_hsv=((0, 60), (0.5, 1)))
+    with pytest.raises(ValueError, match="background_kinds"):
+        SceneSpec(background_kinds=("gradient", "plaid"))
+    with pytest.raises(ValueError, match="background_stripe_period"):
+        SceneSpec(background_stripe_period=(10, 4))
+
+
+def test_hsv_palette_colours_every_object_and_background_within_its_ranges():
+    object_hsv, background_hsv = ((-20, 50), (0.75, 1.0), (0.8, 1.0)), ((190, 250), (0.05, 0.3), (0.1, 0.35))
+    spec = SceneSpec(height=64, width=64, texture_prob=0.0, background_contrast=0.0, crowd_prob=0.0,
+                     object_hsv=object_hsv, background_hsv=background_hsv)
+
+    def within(color, ranges):
+        hue, saturation, value = colorsys.rgb_to_hsv(*(np.asarray(color) / 255))
+        (h0, h1), (s0, s1), (v0, v1) = ranges
+        tolerance = 1.5 / 255  # colours are rounded to uint8
+        hue = (360 * hue - h0) % 360 + h0  # into [h0, h0 + 360)
+        return h0 - 2 <= hue <= h1 + 2 and s0 - 2 * tolerance <= saturation <= s1 + 2 * tolerance and \
+            v0 - tolerance <= value <= v1 + tolerance
+
+    for index in range(20):
+        image, instances = render_scene(scene_rng(0, "palette", index), spec)
+        background = np.logical_not(np.logical_or.reduce([instance["mask"] for instance in instances]))
+        assert within(image[background][0], background_hsv)
+        for instance in instances:
+            assert within(image[instance["mask"]][0], object_hsv)
 
 
 @pytest.fixture(scope="module")
@@ -169,6 +200,41 @@ def test_write_image_folder_labels_the_dominant_object(tmp_path):
         assert folder.classes[label] == names[dominant["category_id"]]
 
 
+# Per-image statistics of the built-in domains: mean chroma (max - min of R, G, B over 255: HSV saturation times
+# value, which unlike saturation is stable on B's near-black pixels) and mean gradient magnitude (Sobel, per pixel
+# of the grey image). Over all 900 images of each domain of the default set: chroma A 0.208-0.655, B 0.008-0.111;
+# gradient A 0.35-5.69, B 8.91-38.0.
+# Chroma: every colour of B has saturation <= 0.3 and its background, most of the image, value <= 0.35, so B stays
+# near 0.3 * 0.35 ~ 0.1; A's background alone has saturation >= 0.2 at value >= 0.75 (0.15) and its large object
+# saturation >= 0.75 at value >= 0.8 (0.6), so A stays above ~0.2. 0.16 leaves >= 0.05 to both measured extremes.
+# Gradient: A's one solid object on a smooth background of contrast 0.1 has only its outline as an edge (rings, with
+# two outlines, come highest); B's backgrounds are stripes of period <= 10 px, checkers of <= 8 px cells or
+# per-pixel grain of peak-to-peak >= 0.2 * 255, a mean gradient of about 2 * 51 / 10 = 10 for the smoothest (less
+# where a dark base clips). 7, about the geometric mean of the measured extremes, leaves 1.3 and 1.9 to them.
+DOMAIN_CHROMA_THRESHOLD = 0.16
+DOMAIN_GRADIENT_THRESHOLD = 7.0
+
+
+def colour_and_texture_statistics(path):
+    image = cv2.imread(str(path)).astype(np.float64)
+    chroma = (image.max(axis=2) - image.min(axis=2)).mean() / 255
+    gray = image.mean(axis=2)
+    gradient = np.hypot(cv2.Sobel(gray, cv2.CV_64F, 1, 0), cv2.Sobel(gray, cv2.CV_64F, 0, 1)) / 8
+    return chroma, gradient.mean()
+
+
+def test_builtin_domains_are_told_apart_image_by_image_by_chroma_and_by_texture(tmp_path):
+    statistics = {}
+    for domain, spec in zip(builtin.DOMAINS, (builtin.DOMAIN_A_SPEC, builtin.DOMAIN_B_SPEC)):
+        write_image_folder(tmp_path / domain, "train", 60, spec, seed=builtin.SEED, stream=domain)
+        files = sorted((tmp_path / domain / "train").glob("*/*.jpg"))
+        statistics[domain] = np.array([colour_and_texture_statistics(path) for path in files])
+    a, b = statistics["domain_a"], statistics["domain_b"]
+    assert len(a) == len(b) == 60
+    assert a[:, 0].min() > DOMAIN_CHROMA_THRESHOLD > b[:, 0].max()
+    assert a[:, 1].max() < DOMAIN_GRADIENT_THRESHOLD < b[:, 1].min()
+
+
 def test_writers_leave_no_temporary_files(coco_root):
     assert not [p for p in coco_root.rglob("*") if p.name.startswith(".")]
 
@@ -190,12 +256,17 @@ def small_builtin(monkeypatch, tmp_path):
         ("MULTILABEL_TRAIN_IMAGES", 2),
         ("MULTILABEL_VAL_IMAGES", 2),
         ("MULTILABEL_TEST_IMAGES", 2),
+        ("DOMAIN_TRAIN_IMAGES", 2),
+        ("DOMAIN_VAL_IMAGES", 1),
+        ("DOMAIN_TEST_IMAGES", 1),
     ]:
         monkeypatch.setattr(builtin, name, value)
     monkeypatch.setattr(builtin, "DETECTION_SPEC", SceneSpec(height=48, width=48))
     monkeypatch.setattr(builtin, "SMALL_IMAGE_SPEC", SceneSpec(height=32, width=32))
     monkeypatch.setattr(builtin, "CLASSIFICATION_SPEC", SceneSpec(height=32, width=32, max_objects=1, crowd_prob=0.0))
     monkeypatch.setattr(builtin, "MULTILABEL_SPEC", SceneSpec(height=32, width=32, max_objects=3, crowd_prob=0.0))
+    monkeypatch.setattr(builtin, "DOMAIN_A_SPEC", dataclasses.replace(builtin.DOMAIN_A_SPEC, height=32, width=32))
+    monkeypatch.setattr(builtin, "DOMAIN_B_SPEC", dataclasses.replace(builtin.DOMAIN_B_SPEC, height=32, width=32))
     generated = []
     write = builtin.write_builtin_set
 
@@ -216,6 +287,8 @@ def test_builtin_set_is_generated_once_and_reused(small_builtin, tmp_path):
     assert len(list((root / "val").iterdir())) == 2
     assert len(list((root / "pool").iterdir())) == 2
     assert (root / "classification/train").is_dir() and (root / "manifest.json").is_file()
+    for domain in ("domain_a", "domain_b"):
+        assert [len(list((root / domain / split).glob("*/*.jpg"))) for split in ("train", "val", "test")] == [2, 1, 1]
     assert builtin_data_root() == root
     assert len(small_builtin) == 1
     assert not [p for p in root.parent.iterdir() if ".tmp-" in p.name]

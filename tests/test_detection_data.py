@@ -248,8 +248,9 @@ def test_a_generated_data_root_gets_the_demo_recipe(tmp_path):
     tiny = SceneSpec(height=32, width=32, min_objects=1, max_objects=2, min_object_size=0.3, max_object_size=0.6)
     write_builtin_set(root, train_images=2, val_images=1, pool_images=1, classification_train_images=1,
                       classification_val_images=1, classification_test_images=1, multilabel_train_images=1,
-                      multilabel_val_images=1, multilabel_test_images=1, seed=0, detection_spec=tiny,
-                      small_image_spec=tiny, classification_spec=tiny, multilabel_spec=tiny)
+                      multilabel_val_images=1, multilabel_test_images=1, domain_train_images=1, domain_val_images=1,
+                      domain_test_images=1, seed=0, detection_spec=tiny, small_image_spec=tiny,
+                      classification_spec=tiny, multilabel_spec=tiny, domain_a_spec=tiny, domain_b_spec=tiny)
     path, reason = choose_config(task, data_root=root)
     assert path == CONFIG_ROOT / task.demo_config
     assert str(root) in reason and "generated set" in reason and "demo recipe" in reason

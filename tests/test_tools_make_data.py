@@ -24,7 +24,8 @@ def test_make_data_runs_from_another_directory_without_pythonpath(tmp_path):
         [sys.executable, "-c", AS_A_CHECKOUT, str(REPO / "tools" / "make_data.py"), "--out", "data",
          "--train", "2", "--val", "1", "--pool", "2", "--classification-train", "6", "--classification-val", "6",
          "--classification-test", "2", "--multilabel-train", "2", "--multilabel-val", "1", "--multilabel-test", "1",
-         "--image-size", "32", "--small-image-size", "32"],
+         "--domain-train", "2", "--domain-val", "1", "--domain-test", "1", "--image-size", "32",
+         "--small-image-size", "32"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     train = json.loads((out / "annotations" / "instances_train.json").read_text())
@@ -34,5 +35,8 @@ def test_make_data_runs_from_another_directory_without_pythonpath(tmp_path):
     assert len(list((out / "pool").glob("*.jpg"))) == 2
     for split in ("train", "val"):
         assert len(list((out / "classification" / split).glob("*/*.jpg"))) == 6
+    for domain in ("domain_a", "domain_b"):
+        assert len(list((out / domain / "train").glob("*/*.jpg"))) == 2
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["detection_spec"]["height"] == 32 and manifest["small_image_spec"]["width"] == 32
+    assert manifest["domain_a_spec"]["height"] == manifest["domain_b_spec"]["width"] == 32

@@ -28,6 +28,9 @@ COUNT_OPTIONS = {
     "multilabel_train": "multi-label train images (labels: every category in the image)",
     "multilabel_val": "multi-label val images",
     "multilabel_test": "multi-label test images",
+    "domain_train": "ImageFolder train images of each of the two domains (domain_a/, domain_b/)",
+    "domain_val": "ImageFolder val images of each domain",
+    "domain_test": "ImageFolder test images of each domain",
 }
 
 
@@ -36,8 +39,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         description=(
             "Write generated scenes as COCO detection splits (annotations/instances_{train,val}.json, "
             "train/, val/), an unlabeled pretraining pool (pool/), ImageFolder classification "
-            "splits (classification/{train,val,test}/<class>/) and multi-label CSV splits "
-            "(classification_multilabel/{train,val,test}.csv, rows path,label1;label2). "
+            "splits (classification/{train,val,test}/<class>/), multi-label CSV splits "
+            "(classification_multilabel/{train,val,test}.csv, rows path,label1;label2) and ImageFolder "
+            "splits of two visually distinct domains of the classification task "
+            "(domain_a/{train,val,test}/<class>/, domain_b/...). "
             "The same seed gives identical files."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -54,7 +59,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--small-image-size",
         type=int,
         default=builtin.SMALL_IMAGE_SPEC.height,
-        help="side of the square pool, classification and multi-label images",
+        help="side of the square pool, classification, multi-label and domain images",
     )
     return parser.parse_args(argv)
 
@@ -88,6 +93,8 @@ def main(argv=None):
         small_image_spec=square_spec(builtin.SMALL_IMAGE_SPEC, args.small_image_size, "--small-image-size"),
         classification_spec=square_spec(builtin.CLASSIFICATION_SPEC, args.small_image_size, "--small-image-size"),
         multilabel_spec=square_spec(builtin.MULTILABEL_SPEC, args.small_image_size, "--small-image-size"),
+        domain_a_spec=square_spec(builtin.DOMAIN_A_SPEC, args.small_image_size, "--small-image-size"),
+        domain_b_spec=square_spec(builtin.DOMAIN_B_SPEC, args.small_image_size, "--small-image-size"),
     )
     logging.info("Wrote %s in %.1f s", args.out, time.perf_counter() - start)
 

@@ -12,7 +12,7 @@ from .knn import KNN_KS, KNN_TEMPERATURE
 from .linear import HPT_BATCH_SIZE, HPT_LRS, HPT_MILESTONES, HPT_STEPS, HPT_WEIGHT_DECAYS
 
 # The built-in generated sets a classification task can run on (subdirectories of a generated data root).
-BUILTIN_SETS = ("classification", "classification_multilabel")
+BUILTIN_SETS = ("classification", "classification_multilabel", "domain_a", "domain_b")
 
 
 def get_classification_defaults() -> CN:

@@ -82,7 +82,7 @@ class ClassificationData:
 
 def data_directory(root: str | os.PathLike | None, builtin: str = "classification") -> Path:
     """The dataset to read: ``root`` itself, or inside a generated set (the built-in one when ``root`` is empty)
-    its ``builtin`` subdirectory (``classification`` or ``classification_multilabel``)."""
+    its ``builtin`` subdirectory (``classification``, ``classification_multilabel``, ``domain_a`` or ``domain_b``)."""
     if not root:
         return builtin_data_root() / builtin
     root = Path(root)

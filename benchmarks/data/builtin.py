@@ -34,6 +34,9 @@ CLASSIFICATION_TEST_IMAGES = 300
 MULTILABEL_TRAIN_IMAGES = 1200
 MULTILABEL_VAL_IMAGES = 300
 MULTILABEL_TEST_IMAGES = 300
+DOMAIN_TRAIN_IMAGES = 600  # of each domain
+DOMAIN_VAL_IMAGES = 150
+DOMAIN_TEST_IMAGES = 150
 SEED = 0
 DETECTION_SPEC = SceneSpec(height=256, width=256, min_objects=2, max_objects=4, min_object_size=0.3,
                            max_object_size=0.55, background_contrast=0.15, texture_prob=0.15, max_occlusion=0.35)
@@ -45,6 +48,22 @@ CLASSIFICATION_SPEC = SceneSpec(height=96, width=96, min_objects=1, max_objects=
                                 max_object_size=0.8, background_contrast=0.15, texture_prob=0.15, crowd_prob=0.0)
 # Multi-label images hold 1-3 objects and no crowd, so each has 1-3 of the shape categories as labels.
 MULTILABEL_SPEC = SceneSpec(height=96, width=96, max_objects=3, crowd_prob=0.0)
+# Two visually distinct domains of the classification task (one object per image, its shape the label), for
+# hierarchical pretraining (base -> source domain -> target domain) and source selection. A: saturated warm objects,
+# solid, large and little stretched, on pale warm, smooth, low-contrast backgrounds. B: desaturated cool objects,
+# all textured, smaller and more stretched, on dark cool, busy backgrounds (stripes, checker, per-pixel grain).
+DOMAIN_A_SPEC = SceneSpec(height=96, width=96, min_objects=1, max_objects=1, min_object_size=0.5,
+                          max_object_size=0.85, aspect_jitter=0.1, background_contrast=0.1, texture_prob=0.0,
+                          crowd_prob=0.0, object_hsv=((-20.0, 50.0), (0.75, 1.0), (0.8, 1.0)),
+                          background_hsv=((20.0, 60.0), (0.2, 0.4), (0.75, 0.95)),
+                          background_kinds=("gradient", "smooth_noise"))
+DOMAIN_B_SPEC = SceneSpec(height=96, width=96, min_objects=1, max_objects=1, min_object_size=0.3,
+                          max_object_size=0.6, aspect_jitter=0.35, background_contrast=0.4, min_color_distance=90.0,
+                          texture_prob=1.0, crowd_prob=0.0, object_hsv=((180.0, 260.0), (0.05, 0.3), (0.55, 1.0)),
+                          background_hsv=((190.0, 250.0), (0.05, 0.3), (0.1, 0.35)),
+                          background_kinds=("stripes", "checker", "grain"), background_stripe_period=(4.0, 10.0))
+# The domains' directories in a generated set's root, in the order of write_builtin_set's domain_a_spec, domain_b_spec.
+DOMAINS = ("domain_a", "domain_b")
 
 
 def cache_root() -> Path:
@@ -64,18 +83,25 @@ def write_builtin_set(
     multilabel_train_images: int,
     multilabel_val_images: int,
     multilabel_test_images: int,
+    domain_train_images: int,
+    domain_val_images: int,
+    domain_test_images: int,
     seed: int,
     detection_spec: SceneSpec,
     small_image_spec: SceneSpec,
     classification_spec: SceneSpec,
     multilabel_spec: SceneSpec,
+    domain_a_spec: SceneSpec,
+    domain_b_spec: SceneSpec,
 ) -> Path:
     """Write a complete generated set into ``root``.
 
     Layout: COCO splits ``annotations/instances_{train,val}.json`` with images in ``train/`` and
     ``val/``; an unlabeled ``pool/``; ImageFolder splits ``classification/{train,val,test}/<class>/``;
     multi-label splits ``classification_multilabel/{train,val,test}.csv`` with their images in
-    ``classification_multilabel/{train,val,test}/``; and ``manifest.json`` recording how the set was made.
+    ``classification_multilabel/{train,val,test}/``; ImageFolder splits of two visually distinct domains of the
+    classification task, ``domain_a/{train,val,test}/<class>/`` and ``domain_b/...`` (each split's count per
+    domain); and ``manifest.json`` recording how the set was made.
     """
     root = Path(root)
     write_coco(root, "train", train_images, detection_spec, seed)
@@ -87,6 +113,10 @@ def write_builtin_set(
     for split, count in (("train", multilabel_train_images), ("val", multilabel_val_images),
                          ("test", multilabel_test_images)):
         write_multilabel_csv(root / "classification_multilabel", split, count, multilabel_spec, seed)
+    for domain, spec in zip(DOMAINS, (domain_a_spec, domain_b_spec)):
+        for split, count in (("train", domain_train_images), ("val", domain_val_images),
+                             ("test", domain_test_images)):
+            write_image_folder(root / domain, split, count, spec, seed, stream=domain)
     manifest = {
         "generator_version": GENERATOR_VERSION,
         "seed": seed,
@@ -99,10 +129,15 @@ def write_builtin_set(
         "multilabel_train_images": multilabel_train_images,
         "multilabel_val_images": multilabel_val_images,
         "multilabel_test_images": multilabel_test_images,
+        "domain_train_images": domain_train_images,
+        "domain_val_images": domain_val_images,
+        "domain_test_images": domain_test_images,
         "detection_spec": dataclasses.asdict(detection_spec),
         "small_image_spec": dataclasses.asdict(small_image_spec),
         "classification_spec": dataclasses.asdict(classification_spec),
         "multilabel_spec": dataclasses.asdict(multilabel_spec),
+        "domain_a_spec": dataclasses.asdict(domain_a_spec),
+        "domain_b_spec": dataclasses.asdict(domain_b_spec),
         "categories": CATEGORIES,
     }
     _atomic_write_bytes(root / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
@@ -121,11 +156,16 @@ def _default_set_arguments() -> dict:
         "multilabel_train_images": MULTILABEL_TRAIN_IMAGES,
         "multilabel_val_images": MULTILABEL_VAL_IMAGES,
         "multilabel_test_images": MULTILABEL_TEST_IMAGES,
+        "domain_train_images": DOMAIN_TRAIN_IMAGES,
+        "domain_val_images": DOMAIN_VAL_IMAGES,
+        "domain_test_images": DOMAIN_TEST_IMAGES,
         "seed": SEED,
         "detection_spec": DETECTION_SPEC,
         "small_image_spec": SMALL_IMAGE_SPEC,
         "classification_spec": CLASSIFICATION_SPEC,
         "multilabel_spec": MULTILABEL_SPEC,
+        "domain_a_spec": DOMAIN_A_SPEC,
+        "domain_b_spec": DOMAIN_B_SPEC,
     }
 
 

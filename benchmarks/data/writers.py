@@ -157,16 +157,18 @@ def _categories_present(instances) -> list[str]:
     return sorted({_CATEGORY_NAMES[instance["category_id"]] for instance in instances})
 
 
-def write_image_folder(root, split: str, num_images: int, spec: SceneSpec = SceneSpec(), seed: int = 0) -> Path:
+def write_image_folder(root, split: str, num_images: int, spec: SceneSpec = SceneSpec(), seed: int = 0, *,
+                       stream: str = "classification") -> Path:
     """Write a torchvision ImageFolder split ``root/{split}/{class_name}/{index:06d}.jpg``.
 
     An image's class is that of its largest visible (non-crowd) object; scenes without one are
     skipped, so indices may have gaps. Only classes that occur get a directory (ImageFolder rejects
-    empty class directories).
+    empty class directories). The scenes are those of the stream ``{stream}/{split}``, so image
+    folders written under different stream names hold different scenes for the same seed.
     """
     split_dir = Path(root) / split
-    scenes = _labelled_scenes(seed, f"classification/{split}", num_images, spec, _dominant_category,
-                              f"image folder {split}")
+    scenes = _labelled_scenes(seed, f"{stream}/{split}", num_images, spec, _dominant_category,
+                              f"image folder {stream}/{split}")
     for index, image, class_name in scenes:
         class_dir = split_dir / class_name
         class_dir.mkdir(parents=True, exist_ok=True)
