@@ -106,6 +106,14 @@ def _sweep_table(sweep) -> list[str]:
     return rows
 
 
+def _write_sweep(cfg, sweep) -> None:
+    """sweep.json beside metrics.json: every sweep value's params with its val and test metrics, the metric that
+    chose and the chosen index, so a caller can read the val score a head was chosen by (tools/select_source.py)."""
+    record = {"metric": sweep.metric, "chosen": sweep.best, "params": sweep.params, "val": sweep.val,
+              "test": sweep.test}
+    atomic_write_text(Path(cfg.OUTPUT_DIR) / "sweep.json", json.dumps(record, indent=2) + "\n")
+
+
 def _metrics_table(title: str, entries: dict) -> list[str]:
     """One row per entry (a stage, a k, an episode setting) of its metrics, in percent."""
     keys = list(next(iter(entries.values())))
@@ -161,6 +169,7 @@ def _linear(cfg, data):
             num_workers=cfg.DATALOADER.NUM_WORKERS, seed=cfg.SEED, eval_batch_size=cfg.DATALOADER.BATCH_SIZE)
     chosen = sweep.chosen
     logger.info("Linear probe (%s): chose %s on val; test %s", cfg.PROBE.PROTOCOL, chosen["params"], chosen["test"])
+    _write_sweep(cfg, sweep)
     metrics = {"linear": chosen["test"]}
     solver = cfg.PROBE.SOLVER if cfg.PROBE.PROTOCOL == "cached" else "sgd"
     lines = [f"Linear probe, {cfg.PROBE.PROTOCOL} protocol ({solver}), chosen on val {sweep.metric}, reported on test:",
