@@ -3,7 +3,7 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 DEMO_DIR ?= work/demo
 
-.PHONY: install demo test clean-demo
+.PHONY: install demo hpt-chain test clean-demo
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
@@ -20,6 +20,16 @@ demo: install
 	$(PYTHON) tools/pretrain.py --config configs/pretrain/demo.yaml --output $(DEMO_DIR)/pretrain --resume
 	$(PYTHON) tools/transfer.py --task coco_maskrcnn --weights $(DEMO_DIR)/pretrain/last.pth \
 		--output $(DEMO_DIR)/coco_maskrcnn --resume
+
+# HPT's three stages on the built-in data (HPT §3): base = the demo's MoCo v2 checkpoint (pretrained first if
+# missing) -> source = generated domain A -> target = generated domain B with BN-only; then the target's lineage.
+hpt-chain: install
+	$(PYTHON) tools/pretrain.py --config configs/pretrain/demo.yaml --output $(DEMO_DIR)/pretrain --resume
+	$(PYTHON) tools/pretrain.py --config configs/pretrain/hpt_demo.yaml --init $(DEMO_DIR)/pretrain/last.pth \
+		--output $(DEMO_DIR)/hpt_source --resume DATA.BUILTIN domain_a
+	$(PYTHON) tools/pretrain.py --config configs/pretrain/hpt_demo.yaml --init $(DEMO_DIR)/hpt_source/last.pth \
+		--output $(DEMO_DIR)/hpt_target --resume DATA.BUILTIN domain_b HPT.TRAIN_BN_ONLY True
+	$(PYTHON) tools/convert.py --inspect $(DEMO_DIR)/hpt_target/last.pth
 
 test: install
 	$(PYTHON) -m pytest -q

@@ -75,6 +75,11 @@ _C.DATA = CN()
 # A directory of images (flat or class subfolders; class subfolders for a labelled method); "" = the built-in
 # generated pool (a labelled method: the built-in classification train split).
 _C.DATA.ROOT = ""
+# Without DATA.ROOT, which part of the built-in generated set to pretrain on: "" = the image pool (a labelled
+# method: the classification train split), "pool", "classification" (its train split, in class folders), or
+# "domain_a" / "domain_b" (the train split of a generated domain, in class folders: the source and target of the
+# demo HPT chain, `make hpt-chain`).
+_C.DATA.BUILTIN = ""
 # Pretrain on this fraction of DATA.ROOT's images, a random subset drawn with SEED: HPT's data-robustness study
 # (Reed et al. 2022, Sec. 4.4 "Pretraining data robustness", Fig. 6) uses 0.01, 0.1, 0.25 and 1.0. The subsets
 # are nested (a smaller fraction's images are all in a larger one's, for the same SEED); a labelled method keeps
@@ -145,6 +150,7 @@ PRETRAIN_RULES = {
     "AUG.DROP": sequence("a list of augmentation step names", STRING),
     "AUG.ONLY": sequence("a list of augmentation step names", STRING),
     "DATA.ROOT": STRING,  # read (and so checked) when the images are listed
+    "DATA.BUILTIN": choice("", "pool", "classification", "domain_a", "domain_b"),
     "DATA.FRACTION": number(0, 1, low_open=True),
     "DATALOADER.NUM_WORKERS": integer(0),
     "SOLVER.IMS_PER_BATCH": integer(1),

@@ -102,6 +102,13 @@ def check_config(cfg: CfgNode, world_size: int) -> None:
     except ValueError as err:
         raise ConfigError(f"MODEL.ARCH: {err}") from None
     check_rules(cfg, PRETRAIN_RULES)
+    if cfg.DATA.ROOT and cfg.DATA.BUILTIN:
+        fail("DATA.BUILTIN", cfg.DATA.BUILTIN, f"names a built-in set, but DATA.ROOT (--data-root) {cfg.DATA.ROOT} is "
+             "given too; keep one")
+    labelled = cfg.METHOD in METHODS and METHODS[cfg.METHOD].labelled
+    if labelled and cfg.DATA.BUILTIN == "pool":
+        fail("DATA.BUILTIN", "pool", f"is unlabelled, and METHOD {cfg.METHOD} reads class folders: use "
+             "classification, domain_a or domain_b")
     batch = cfg.SOLVER.IMS_PER_BATCH
     if batch % world_size:
         raise ConfigError(f"SOLVER.IMS_PER_BATCH {batch} is the global batch and must divide evenly over "
@@ -124,12 +131,18 @@ def check_config(cfg: CfgNode, world_size: int) -> None:
         fail("SOLVER.EPOCHS", 0, "must be >= 1 when SOLVER.MAX_ITER is 0 (else nothing would be trained)")
 
 
+# DATA.BUILTIN: the directory of each part of the built-in set that pretraining reads.
+BUILTIN_PARTS = {"pool": "pool", "classification": "classification/train", "domain_a": "domain_a/train",
+                 "domain_b": "domain_b/train"}
+
+
 def data_directory(cfg: CfgNode) -> Path:
-    """DATA.ROOT, else the built-in pool, or for a labelled method the built-in classification train split."""
+    """DATA.ROOT, else DATA.BUILTIN's part of the built-in set: by default the pool, or for a labelled method the
+    classification train split."""
     if cfg.DATA.ROOT:
         return Path(cfg.DATA.ROOT)
     labelled = cfg.METHOD in METHODS and METHODS[cfg.METHOD].labelled
-    return builtin_data_root() / ("classification/train" if labelled else "pool")
+    return builtin_data_root() / BUILTIN_PARTS[cfg.DATA.BUILTIN or ("classification" if labelled else "pool")]
 
 
 def total_iterations(cfg: CfgNode, dataset_size: int) -> int:

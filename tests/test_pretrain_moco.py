@@ -28,7 +28,7 @@ from pretrain.config import get_defaults
 from pretrain.data import ImageDirectory, LabelledImageFolder, held_out_images
 from pretrain.losses import exemplar_nce, info_nce
 from pretrain.moco import MoCo, SplitBatchNorm, build_mocov1, build_mocov2, build_resnet_encoder
-from pretrain.train import check_config, check_data, learning_rate, train
+from pretrain.train import check_config, check_data, data_directory, learning_rate, train
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO / "configs" / "pretrain" / "demo.yaml"
@@ -217,6 +217,20 @@ def test_pool_smaller_than_a_batch_is_an_error_before_any_work(tmp_path):
     with pytest.raises(ValueError, match=r"twelve: 6 images of its 12 \(DATA.FRACTION\), fewer than one batch"):
         train(tiny_config(OUTPUT_DIR=str(tmp_path / "half"), DATA__ROOT=str(tmp_path / "twelve"),
                           DATA__FRACTION=0.5), torch.device("cpu"))
+
+
+def test_data_builtin_names_a_part_of_the_built_in_set(monkeypatch, tmp_path):
+    monkeypatch.setattr("pretrain.train.builtin_data_root", lambda: tmp_path)
+    assert data_directory(tiny_config()) == tmp_path / "pool"
+    assert data_directory(tiny_config(METHOD="sl")) == tmp_path / "classification" / "train"
+    assert data_directory(tiny_config(DATA__BUILTIN="domain_b", METHOD="hpt")) == tmp_path / "domain_b" / "train"
+    assert data_directory(tiny_config(DATA__ROOT="/data/x")) == Path("/data/x")
+    with pytest.raises(ConfigError, match="DATA.BUILTIN 'domain_a': names a built-in set, but DATA.ROOT .* keep one"):
+        check_config(tiny_config(DATA__BUILTIN="domain_a", DATA__ROOT="/data/x", OUTPUT_DIR="work/x"), world_size=1)
+    with pytest.raises(ConfigError, match="DATA.BUILTIN 'pool': is unlabelled, and METHOD sl reads class folders"):
+        check_config(tiny_config(DATA__BUILTIN="pool", METHOD="sl", OUTPUT_DIR="work/x"), world_size=1)
+    with pytest.raises(ConfigError, match="DATA.BUILTIN"):
+        check_config(tiny_config(DATA__BUILTIN="imagenet", OUTPUT_DIR="work/x"), world_size=1)
 
 
 def test_augmentation_steps_and_data_fraction_reach_the_run(image_dir, tmp_path):

@@ -1,8 +1,11 @@
 #!/usr/bin/env python
-"""Pretrain a ResNet backbone (MoCo v1/v2, Exemplar v1/v2) and write canonical checkpoints.
+"""Pretrain a ResNet backbone and write canonical checkpoints: MoCo v1/v2, Exemplar v1/v2, SL, SL-MLP, HPT stages
+and BN recalibration (HPT's "Base"), one recipe each in configs/pretrain/.
 
 Examples:
   python tools/pretrain.py --config configs/pretrain/demo.yaml
+  python tools/pretrain.py --method sl --config configs/pretrain/demo.yaml --output work/pretrain/sl_demo
+  python tools/pretrain.py --config configs/pretrain/hpt_r50.yaml --init moco_v2_800ep.pth --data-root /data/target
   python tools/pretrain.py --config configs/pretrain/mocov2_r50.yaml --data-root /data/imagenet/train
   torchrun --nproc_per_node 8 tools/pretrain.py --config configs/pretrain/mocov2_r50.yaml \\
       --data-root /data/imagenet/train SOLVER.IMS_PER_BATCH 256
@@ -32,12 +35,13 @@ def parse_args(argv=None):
                "model_<iter>.pth every SOLVER.CHECKPOINT_PERIOD iterations and last.pth.")
     parser.add_argument("--config", required=True, help="YAML recipe, e.g. configs/pretrain/mocov2_r50.yaml")
     parser.add_argument("--method", help="pretraining method, sets METHOD (mocov1, mocov2, exemplar_v1, "
-                                         "exemplar_v2, bn_recalibrate); default: the config's")
+                                         "exemplar_v2, sl, slmlp, hpt, bn_recalibrate); default: the config's")
     parser.add_argument("--init", help="base checkpoint, any format tools/convert.py reads (sets MODEL.INIT); "
-                                       "bn_recalibrate needs it")
+                                       "hpt and bn_recalibrate need it, the other methods start from random weights")
     parser.add_argument("--output", help="output directory (default: work/pretrain/<config file stem>)")
-    parser.add_argument("--data-root", help="directory of images, flat or in class subfolders "
-                                            "(default: the built-in generated pool); sets DATA.ROOT")
+    parser.add_argument("--data-root", help="directory of images, flat or in class subfolders (default: the "
+                                            "built-in generated pool, or DATA.BUILTIN's part of the built-in set); "
+                                            "sets DATA.ROOT")
     parser.add_argument("--resume", action="store_true",
                         help="continue from <output>/last.pth at its iteration, with the same data order; "
                              "without it, an output directory that holds last.pth is refused")
