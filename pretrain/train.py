@@ -307,6 +307,8 @@ def _train_locked(cfg: CfgNode, device: torch.device, resume: bool) -> Path:
     wrap, unwrap = canonical_packaging(cfg, model, data_dir, getattr(model, "parent", None), logger)
     checkpointer = Checkpointer(output_dir, model, optimizer, scheduler, scaler, final_name=FINAL_NAME,
                                 wrap=wrap, unwrap=unwrap)
+    if not resume:
+        checkpointer.check_fresh_start()  # a killed run leaves model_<iter>.pth and last_checkpoint, no last.pth
     start_iter = checkpointer.resume() if resume else 0
 
     if is_distributed():

@@ -17,6 +17,7 @@ import torch.nn as nn
 import torchvision
 from PIL import Image
 
+from benchmarks.engine.checkpoint import ExistingRunError
 from benchmarks.engine.config import ConfigError, load_config
 from benchmarks.engine.distributed import get_rank, init_distributed
 from benchmarks.engine.launch import launch
@@ -394,6 +395,8 @@ def test_resume_continues_exactly(image_dir, tmp_path, method):
     # Detectron2's name for the checkpoint after 2 iterations: the index of the last one done, 1
     assert load_torch_file(tmp_path / "straight" / "model_0000001.pth")["train_state"]["iteration"] == 2
     killed_after_checkpoint(tmp_path / "straight", tmp_path / "resumed", "model_0000001.pth")
+    with pytest.raises(ExistingRunError, match="already holds a run .*model_0000001.pth.*--resume"):
+        train(tiny_config(OUTPUT_DIR=str(tmp_path / "resumed"), **common), torch.device("cpu"))
     resumed = train(tiny_config(OUTPUT_DIR=str(tmp_path / "resumed"), **common), torch.device("cpu"), resume=True)
     assert "model_0000001.pth at iteration 2" in (tmp_path / "resumed" / "log.txt").read_text()
 
