@@ -12,7 +12,7 @@ of the base model").
 Example, the built-in domains (generated on first use) and the demo checkpoint of `make demo`:
   python tools/select_source.py --init work/demo/pretrain/last.pth --sources domain_a,domain_b --target domain_b
   python tools/pretrain.py --config configs/pretrain/hpt_demo.yaml --init work/select/domain_b/<winner>/last.pth \\
-      --data-root <builtin root>/domain_b/train            # the target stage, from the winner's checkpoint
+      --output work/pretrain/hpt_target DATA.BUILTIN domain_b   # the target stage, from the winner's checkpoint
 On real data, the paper's recipe (5k steps of 256 images per source):
   python tools/select_source.py --init moco_v2_800ep.pth --config configs/pretrain/hpt_r50.yaml \\
       --sources /data/clipart/train,/data/painting/train --target /data/sketch --output work/select/sketch
