@@ -505,6 +505,15 @@ def test_torchrun_two_processes_with_shuffle_bn_and_exact_resume(image_dir, tmp_
         assert torch.equal(tensor, actual[name]), name
 
 
+def test_torchrun_two_processes_run_a_supervised_method(image_dir, tmp_path):
+    """SL under torchrun: DDP over the classifier too, each process loading its share of the labelled batch."""
+    torchrun_pretrain(image_dir, tmp_path / "sl", "--method", "sl", "SOLVER.MAX_ITER", 2)
+    log = (tmp_path / "sl" / "log.txt").read_text()
+    assert "2 process(es) x 4 images = global batch 8" in log and "iter 2/2" in log and "shuffle-BN" not in log
+    state_dict, meta = load_backbone(tmp_path / "sl" / "last.pth")
+    assert meta["method"] == "sl" and sorted(state_dict) == sorted(expected_backbone_keys("resnet18"))
+
+
 def test_cli_help_runs():
     result = subprocess.run([sys.executable, str(REPO / "tools" / "pretrain.py"), "--help"],
                             capture_output=True, text=True, timeout=60)
