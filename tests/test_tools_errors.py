@@ -88,8 +88,8 @@ def test_benchmark_user_errors(case, tmp_path):
     assert_user_error(run_tool("benchmark.py", *args), "benchmark.py", *fragments)
 
 
-@pytest.mark.parametrize("case", ["unknown key", "bad value", "planned method", "existing run", "output is a file",
-                                  "missing data root"])
+@pytest.mark.parametrize("case", ["unknown key", "bad value", "unknown method", "hpt without init", "existing run",
+                                  "output is a file", "missing data root"])
 def test_pretrain_user_errors(case, tmp_path, a_file):
     out = tmp_path / "out"
     config = ["--config", REPO / "configs" / "pretrain" / "demo.yaml", "--output", out]
@@ -99,7 +99,9 @@ def test_pretrain_user_errors(case, tmp_path, a_file):
     args, fragments = {
         "unknown key": ([*config, "SOLVER.NOPE", "1"], ["unknown config key 'SOLVER.NOPE'"]),
         "bad value": ([*config, "SOLVER.BASE_LR", "-0.5"], ["SOLVER.BASE_LR -0.5: must be a number > 0"]),
-        "planned method": ([*config, "METHOD", "slmlp"], ["METHOD 'slmlp'", "not implemented yet"]),
+        "unknown method": ([*config, "METHOD", "simclr"], ["METHOD 'simclr' is not one of", "'slmlp'"]),
+        "hpt without init": ([*config, "--method", "hpt"], ["METHOD hpt continues pretraining from a base checkpoint: "
+                                                            "give it with --init PATH"]),
         "existing run": (config, [f"{out / 'last.pth'} already exists: pass --resume"]),
         "output is a file": ([*config[:-1], a_file], [f"--output {a_file}: exists and is not a directory"]),
         "missing data root": ([*config, "--data-root", tmp_path / "nowhere"],
