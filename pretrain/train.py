@@ -105,8 +105,7 @@ def check_config(cfg: CfgNode, world_size: int) -> None:
     if cfg.DATA.ROOT and cfg.DATA.BUILTIN:
         fail("DATA.BUILTIN", cfg.DATA.BUILTIN, f"names a built-in set, but DATA.ROOT (--data-root) {cfg.DATA.ROOT} is "
              "given too; keep one")
-    labelled = cfg.METHOD in METHODS and METHODS[cfg.METHOD].labelled
-    if labelled and cfg.DATA.BUILTIN == "pool":
+    if is_labelled(cfg) and cfg.DATA.BUILTIN == "pool":
         fail("DATA.BUILTIN", "pool", f"is unlabelled, and METHOD {cfg.METHOD} reads class folders: use "
              "classification, domain_a or domain_b")
     batch = cfg.SOLVER.IMS_PER_BATCH
@@ -131,6 +130,11 @@ def check_config(cfg: CfgNode, world_size: int) -> None:
         fail("SOLVER.EPOCHS", 0, "must be >= 1 when SOLVER.MAX_ITER is 0 (else nothing would be trained)")
 
 
+def is_labelled(cfg: CfgNode) -> bool:
+    """Whether cfg's method reads class folders."""
+    return cfg.METHOD in METHODS and METHODS[cfg.METHOD].labelled
+
+
 # DATA.BUILTIN: the directory of each part of the built-in set that pretraining reads.
 BUILTIN_PARTS = {"pool": "pool", "classification": "classification/train", "domain_a": "domain_a/train",
                  "domain_b": "domain_b/train"}
@@ -141,8 +145,7 @@ def data_directory(cfg: CfgNode) -> Path:
     classification train split."""
     if cfg.DATA.ROOT:
         return Path(cfg.DATA.ROOT)
-    labelled = cfg.METHOD in METHODS and METHODS[cfg.METHOD].labelled
-    return builtin_data_root() / BUILTIN_PARTS[cfg.DATA.BUILTIN or ("classification" if labelled else "pool")]
+    return builtin_data_root() / BUILTIN_PARTS[cfg.DATA.BUILTIN or ("classification" if is_labelled(cfg) else "pool")]
 
 
 def total_iterations(cfg: CfgNode, dataset_size: int) -> int:
@@ -276,7 +279,6 @@ def _train_locked(cfg: CfgNode, device: torch.device, resume: bool) -> Path:
         raise FileExistsError(f"{last_path} already exists: pass --resume to continue that run, or choose "
                               f"another --output; refusing to overwrite it")
     logger = setup_logger(output_dir)
-    clean_stale_temporaries(output_dir)
 
     if cfg.METHOD == BN_RECALIBRATE:
         return _recalibrate(cfg, device, last_path, logger)
@@ -345,6 +347,7 @@ def _train_locked(cfg: CfgNode, device: torch.device, resume: bool) -> Path:
 
 def _recalibrate(cfg: CfgNode, device: torch.device, last_path: Path, logger) -> Path:
     """bn_recalibrate: MODEL.INIT's BN statistics averaged over target batches of one MoCo v2 view each."""
+    clean_stale_temporaries(last_path.parent)  # the training methods' Checkpointer does this for them
     data_dir = data_directory(cfg)
     dataset = ImageDirectory(data_dir, mocov2_augmentation(cfg.INPUT.CROP_SIZE, cfg.INPUT.MIN_SCALE, cfg.AUG.DROP,
                                                            cfg.AUG.ONLY), fraction=cfg.DATA.FRACTION, seed=cfg.SEED)

@@ -12,6 +12,8 @@ import torch
 import torchvision
 from PIL import Image
 
+from converters import load_torch_file
+
 from .conftest import REPO
 
 SPEC = importlib.util.spec_from_file_location("select_source_tool", REPO / "tools" / "select_source.py")
@@ -116,7 +118,7 @@ def test_selection_json_holds_every_candidate_and_the_winner(selection, data):
 def test_each_stage_starts_from_the_base(selection, data):
     output, _ = selection
     for name in ("src_dark", "src_light"):
-        meta = torch.load(output / name / "last.pth", map_location="cpu", weights_only=False)["meta"]
+        meta = load_torch_file(output / name / "last.pth")["meta"]
         assert meta["method"] == "hpt" and meta["step"] == 2 and meta["arch"] == "resnet18"
         assert meta["parent"]["sha256"] == select_source.checkpoint_id(data["base"])
         assert meta["parent"]["path"] == str(data["base"].resolve())

@@ -260,6 +260,17 @@ def run_probe(cfg: CfgNode, sha256: str, logger) -> dict:
     return record | {"reused": False}
 
 
+def candidate_row(name: str, source: str | None, stage: dict, score: dict, probe_cfg: CfgNode,
+                  stage_cfg: CfgNode | None) -> dict:
+    """One candidate of selection.json: its stage (for the base: none, 0 steps) and its probe score."""
+    return {"name": name, "source": source, "steps": stage["steps"], "checkpoint": stage["checkpoint"],
+            "sha256": stage["sha256"], "score": score["score"], "metric": score["metric"], "val": score["val"],
+            "test": score["test"], "probe_params": score["params"], "probe_dir": probe_cfg.OUTPUT_DIR,
+            "stage_seconds": stage["seconds"], "probe_seconds": score["seconds"],
+            "reused": stage["reused"] and score["reused"],
+            "pretrain_config": stage_cfg.dump() if stage_cfg is not None else None}
+
+
 def ranked(rows: list[dict]) -> list[dict]:
     """Highest score first; equal scores keep the order given (the base reference row last among them)."""
     return sorted(rows, key=lambda row: -row["score"])
@@ -316,19 +327,11 @@ def main(args) -> int:
             score = run_probe(probe_configs[name], stage["sha256"], logger)
             setup_logger(output)
             logger.info("%s: val %s %.2f (%s)", name, score["metric"], score["score"], stage["checkpoint"])
-            rows.append({"name": name, "source": str(source), "steps": steps, "checkpoint": stage["checkpoint"],
-                         "sha256": stage["sha256"], "score": score["score"], "metric": score["metric"],
-                         "val": score["val"], "test": score["test"], "probe_params": score["params"],
-                         "probe_dir": probe_configs[name].OUTPUT_DIR, "stage_seconds": stage["seconds"],
-                         "probe_seconds": score["seconds"], "reused": stage["reused"] and score["reused"],
-                         "pretrain_config": stage_configs[name].dump()})
+            rows.append(candidate_row(name, str(source), stage, score, probe_configs[name], stage_configs[name]))
         score = run_probe(probe_configs[BASE_NAME], base_sha256, logger)
         setup_logger(output)
-        rows.append({"name": BASE_NAME, "source": None, "steps": 0, "checkpoint": str(base), "sha256": base_sha256,
-                     "score": score["score"], "metric": score["metric"], "val": score["val"], "test": score["test"],
-                     "probe_params": score["params"], "probe_dir": probe_configs[BASE_NAME].OUTPUT_DIR,
-                     "stage_seconds": 0.0, "probe_seconds": score["seconds"], "reused": score["reused"],
-                     "pretrain_config": None})
+        base_stage = {"steps": 0, "checkpoint": str(base), "sha256": base_sha256, "seconds": 0.0, "reused": True}
+        rows.append(candidate_row(BASE_NAME, None, base_stage, score, probe_configs[BASE_NAME], None))
         order = ranked(rows)
         winner = next(row for row in order if row["name"] != BASE_NAME)
         metric = winner["metric"]
