@@ -80,7 +80,7 @@ class ImageDirectory(Dataset):
     def __init__(self, root, transform=None, fraction: float = 1.0, seed: int = 0):
         self.root = Path(root)
         self.files = find_images(self.root)
-        self.num_found, self.fraction = len(self.files), fraction
+        self.num_found = len(self.files)
         self._keep_subset(fraction, seed)
         self.transform = transform
 

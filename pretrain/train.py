@@ -168,10 +168,6 @@ def lr_factor(cfg: CfgNode, iteration: int, max_iter: int) -> float:
     return 0.1 ** sum(progress >= step for step in cfg.SOLVER.STEPS)
 
 
-def learning_rate(cfg: CfgNode, iteration: int, max_iter: int) -> float:
-    return scaled_lr(cfg) * lr_factor(cfg, iteration, max_iter)
-
-
 def build_data_loader(cfg: CfgNode, dataset, start_iter: int, device: torch.device) -> DataLoader:
     """An endless stream that a run resumed at ``start_iter`` continues exactly where it stopped."""
     per_process = cfg.SOLVER.IMS_PER_BATCH // get_world_size()
@@ -235,8 +231,7 @@ def check_data(cfg: CfgNode, dataset: ImageDirectory, world_size: int, logger) -
     """An image directory that cannot fill a batch is an error; one holding held-out splits gets a warning."""
     per_process = cfg.SOLVER.IMS_PER_BATCH // world_size
     if len(dataset) < per_process:
-        kept = "" if len(dataset) == dataset.num_found else f" of its {dataset.num_found} (DATA.FRACTION)"
-        raise ValueError(f"{dataset.root}: {len(dataset)} images{kept}, fewer than one batch: SOLVER.IMS_PER_BATCH "
+        raise ValueError(f"{dataset.root}: {images_used(cfg, dataset)}, fewer than one batch: SOLVER.IMS_PER_BATCH "
                          f"{cfg.SOLVER.IMS_PER_BATCH} is {per_process} per process over {world_size} process(es); "
                          "add images or lower SOLVER.IMS_PER_BATCH")
     held_out = held_out_images(dataset.root, dataset.files)

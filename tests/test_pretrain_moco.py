@@ -29,7 +29,7 @@ from pretrain.config import get_defaults
 from pretrain.data import ImageDirectory, LabelledImageFolder, held_out_images
 from pretrain.losses import exemplar_nce, info_nce
 from pretrain.moco import MoCo, SplitBatchNorm, build_mocov1, build_mocov2, build_resnet_encoder
-from pretrain.train import check_config, check_data, data_directory, learning_rate, train
+from pretrain.train import check_config, check_data, data_directory, lr_factor, scaled_lr, train
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO_CONFIG = REPO / "configs" / "pretrain" / "demo.yaml"
@@ -215,7 +215,8 @@ def test_pool_smaller_than_a_batch_is_an_error_before_any_work(tmp_path):
         train(cfg, torch.device("cpu"))
     assert not (tmp_path / "run" / "config.yaml").exists()
     write_images(tmp_path / "twelve", 12)
-    with pytest.raises(ValueError, match=r"twelve: 6 images of its 12 \(DATA.FRACTION\), fewer than one batch"):
+    with pytest.raises(ValueError,
+                       match=r"twelve: 6 images \(0.5 of 12, DATA.FRACTION, seed 0\), fewer than one batch"):
         train(tiny_config(OUTPUT_DIR=str(tmp_path / "half"), DATA__ROOT=str(tmp_path / "twelve"),
                           DATA__FRACTION=0.5), torch.device("cpu"))
 
@@ -269,11 +270,10 @@ def test_held_out_splits_in_the_data_root_are_named_in_a_warning(tmp_path, caplo
 
 def test_learning_rate_schedules():
     cosine = tiny_config()  # batch 8: 0.03 * 8 / 256
-    assert learning_rate(cosine, 0, 100) == pytest.approx(0.03 * 8 / 256)
-    assert learning_rate(cosine, 50, 100) == pytest.approx(0.03 * 8 / 256 / 2)
+    assert scaled_lr(cosine) == pytest.approx(0.03 * 8 / 256)
+    assert [lr_factor(cosine, it, 100) for it in (0, 50)] == pytest.approx([1.0, 0.5])
     step = tiny_config(SOLVER__LR_SCHEDULE="step")
-    assert [learning_rate(step, it, 100) / learning_rate(step, 0, 100) for it in (59, 60, 80)] == \
-        pytest.approx([1.0, 0.1, 0.01])
+    assert [lr_factor(step, it, 100) for it in (0, 59, 60, 80)] == pytest.approx([1.0, 1.0, 0.1, 0.01])
 
 
 def test_three_iterations_write_a_loadable_canonical_checkpoint(image_dir, tmp_path):
