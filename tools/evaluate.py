@@ -1,0 +1,66 @@
+#!/usr/bin/env python
+"""Evaluate a COCO-format detections file: COCO AP (pycocotools) or PASCAL VOC AP (Detectron2's semantics).
+
+  python tools/evaluate.py --gt instances_val2017.json --dets coco_instances_results.json --metric coco --mode bbox
+  python tools/evaluate.py --gt VOCdevkit/VOC2007 --split test --dets voc_results.json --metric voc --out work/eval
+
+Prints the table and, with --out, writes metrics.json there ({"bbox": {"AP": ...}, "segm": ...}, percent), the
+same file and numbers a tools/transfer.py run writes. For --metric voc the detections follow Detectron2's
+conventions: image_id the VOC file id ("000005"), category_id 1-20 in Detectron2's CLASS_NAMES order, bbox XYWH
+in its 0-based coordinates (the xml's xmin and ymin minus 1); VOC2007 uses the 11-point AP, other years the area.
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.detection.evaluation import evaluate_coco, results_table  # noqa: E402
+from benchmarks.diagnosis.inputs import load_detections, load_ground_truth  # noqa: E402
+from benchmarks.engine.cli import output_directory, run_tool  # noqa: E402
+from converters.io import atomic_write_text  # noqa: E402
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--gt", required=True,
+                        help="COCO annotation file (--metric coco) or a VOC year directory such as VOCdevkit/VOC2007 "
+                        "(--metric voc)")
+    parser.add_argument("--dets", required=True, help="COCO-format results file (list of detection records)")
+    parser.add_argument("--metric", required=True, choices=("coco", "voc"), help="COCO AP or PASCAL VOC AP")
+    parser.add_argument("--mode", action="append", choices=("bbox", "segm"),
+                        help="box or mask AP (COCO only); repeat for both (default: bbox)")
+    parser.add_argument("--split", help="VOC ImageSets/Main split to evaluate on, e.g. test (required with --metric "
+                        "voc)")
+    parser.add_argument("--out", help="directory to write metrics.json into")
+    return parser.parse_args(argv)
+
+
+def evaluate_coco_file(gt, dets, modes) -> dict:
+    coco = load_ground_truth(gt, modes)
+    return evaluate_coco(coco, load_detections(dets, coco, modes), tuple(modes))
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.out:
+        output_directory(args.out, "--out")
+    modes = args.mode or ["bbox"]
+    if args.metric == "coco":
+        if args.split:
+            raise ValueError("--split names a VOC split; a COCO annotation file is one split already")
+        metrics = evaluate_coco_file(args.gt, args.dets, modes)
+    else:
+        raise NotImplementedError("--metric voc: the VOC metric (benchmarks/detection/voc_evaluation.py) is not "
+                                  "wired into tools/evaluate.py yet")
+    print(results_table(metrics))
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        atomic_write_text(Path(args.out) / "metrics.json", json.dumps(metrics, indent=2))
+        print(f"\nmetrics.json: {Path(args.out) / 'metrics.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_tool("evaluate.py", main))
