@@ -1,7 +1,10 @@
 """The VOCdevkit reader: Detectron2's coordinates and dataset names, and clear errors on broken files."""
 
+import json
+
 import pytest
 
+from benchmarks.data import CATEGORIES, SceneSpec, write_coco, write_voc
 from benchmarks.data.voc import VOC_CLASS_NAMES, VOC_DATASETS, read_voc_split, resolve_voc_dataset
 
 
@@ -79,3 +82,28 @@ def test_split_file_problems(tmp_path):
     (year / "ImageSets" / "Main" / "train.txt").write_text("000001\n000001\n")
     with pytest.raises(ValueError, match=r"train.txt lists image ids more than once: 000001"):
         read_voc_split(year, "train")
+
+
+def test_generated_voc_holds_the_coco_splits_scenes(tmp_path):
+    spec = SceneSpec(height=64, width=80, crowd_prob=0.5)
+    write_coco(tmp_path / "coco", "val", 6, spec, seed=4)
+    year = write_voc(tmp_path / "VOC2007", {"test": ("val", 6)}, spec, seed=4)
+    names = tuple(category["name"] for category in CATEGORIES)
+    voc, ground_truth = read_voc_split(year, "test", names)
+    coco = json.loads((tmp_path / "coco" / "annotations" / "instances_val.json").read_text())
+    # the reader's Detectron2 coordinates give back the COCO boxes exactly; crowds come back as difficult objects
+    assert [(a["image_id"], a["category_id"], a["bbox"], a["difficult"]) for a in voc["annotations"]] == [
+        (a["image_id"], a["category_id"], a["bbox"], a["iscrowd"]) for a in coco["annotations"]]
+    assert any(a["iscrowd"] for a in coco["annotations"])
+    assert list(ground_truth) == [f"{i:06d}" for i in range(1, 7)]
+    for image in voc["images"]:
+        assert (year / image["file_name"]).read_bytes() == (tmp_path / "coco" / "val" / f"{image['id']:012d}.jpg"
+                                                            ).read_bytes()
+
+
+def test_generated_voc_writes_trainval_of_train_and_val(tmp_path):
+    year = write_voc(tmp_path / "VOC2007", {"train": ("train", 2), "val": ("val", 1)}, SceneSpec(height=64, width=64))
+    main = year / "ImageSets" / "Main"
+    assert (main / "train.txt").read_text() == "000001\n000002\n"
+    assert (main / "val.txt").read_text() == "000003\n"
+    assert (main / "trainval.txt").read_text() == "000001\n000002\n000003\n"

@@ -3,7 +3,7 @@
 from .builtin import builtin_data_root, cache_root, write_builtin_set
 from .coco import DATASET_CATALOG, COCODetection, load_coco_annotations, resolve_dataset
 from .synthetic import CATEGORIES, GENERATOR_VERSION, SceneSpec, render_scene, scene_rng
-from .writers import write_coco, write_image_folder, write_image_pool
+from .writers import write_coco, write_image_folder, write_image_pool, write_voc
 
 __all__ = [
     "CATEGORIES",
@@ -21,4 +21,5 @@ __all__ = [
     "write_coco",
     "write_image_folder",
     "write_image_pool",
+    "write_voc",
 ]

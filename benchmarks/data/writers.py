@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from .synthetic import CATEGORIES, GENERATOR_VERSION, SceneSpec, render_scene, scene_rng
 
-__all__ = ["write_coco", "write_image_pool", "write_image_folder", "write_multilabel_csv"]
+__all__ = ["write_coco", "write_image_pool", "write_image_folder", "write_multilabel_csv", "write_voc"]
 
 JPEG_QUALITY = 95
 PROGRESS_BAR_MIN_IMAGES = 300  # smaller writes finish too fast for a progress bar to help
@@ -113,6 +113,58 @@ def write_coco(root, split: str, num_images: int, spec: SceneSpec = SceneSpec(),
     annotation_file = annotation_dir / f"instances_{split}.json"
     _atomic_write_bytes(annotation_file, json.dumps(dataset, separators=(",", ":")).encode())
     return annotation_file
+
+
+def _voc_xml(voc_id: str, height: int, width: int, objects: list[tuple]) -> str:
+    body = "".join(
+        f"<object><name>{name}</name><pose>Unspecified</pose><truncated>{int(truncated)}</truncated>"
+        f"<difficult>{int(difficult)}</difficult><bndbox><xmin>{xmin}</xmin><ymin>{ymin}</ymin><xmax>{xmax}</xmax>"
+        f"<ymax>{ymax}</ymax></bndbox></object>"
+        for name, truncated, difficult, (xmin, ymin, xmax, ymax) in objects
+    )
+    return (f"<annotation><folder>VOC</folder><filename>{voc_id}.jpg</filename><source><database>transferlab "
+            f"synthetic scenes</database></source><size><width>{width}</width><height>{height}</height>"
+            f"<depth>3</depth></size><segmented>0</segmented>{body}</annotation>\n")
+
+
+def write_voc(year_dir, splits: dict, spec: SceneSpec = SceneSpec(), seed: int = 0) -> Path:
+    """Write a PASCAL VOC year directory: ``Annotations/<id>.xml``, ``JPEGImages/<id>.jpg``,
+    ``ImageSets/Main/<split>.txt``.
+
+    ``splits`` maps each VOC split to ``(coco_split, num_images)``: its scenes are those ``write_coco`` writes for
+    ``coco_split`` with the same seed, so the VOC and COCO layouts hold the same images and objects. Ids run
+    000001, 000002, ... across the splits in order. Boxes are VOC's 1-based inclusive pixels (``xmin = x + 1``,
+    ``xmax = x + w`` of the COCO box); a crowd becomes one object marked ``difficult`` (VOC's neither-hit-nor-miss),
+    and an object touching the image border is ``truncated``. Also writes ``trainval.txt`` when both ``train`` and
+    ``val`` are written, as the real sets have it.
+    """
+    year_dir = Path(year_dir)
+    for sub in ("Annotations", "JPEGImages", "ImageSets/Main"):
+        (year_dir / sub).mkdir(parents=True, exist_ok=True)
+    ids_of_split, next_id = {}, 1
+    for voc_split, (coco_split, num_images) in splits.items():
+        ids = []
+        for index in _progress(range(num_images), num_images, f"VOC {voc_split}"):
+            image, instances = render_scene(scene_rng(seed, f"coco/{coco_split}", index), spec)
+            voc_id = f"{next_id:06d}"
+            next_id += 1
+            objects = []
+            for instance in instances:
+                x, y, w, h = instance["bbox"]
+                truncated = x == 0 or y == 0 or x + w == spec.width or y + h == spec.height
+                objects.append((_CATEGORY_NAMES[instance["category_id"]], truncated, bool(instance["iscrowd"]),
+                                (x + 1, y + 1, x + w, y + h)))
+            _write_jpeg(year_dir / "JPEGImages" / f"{voc_id}.jpg", image)
+            _atomic_write_bytes(year_dir / "Annotations" / f"{voc_id}.xml",
+                                _voc_xml(voc_id, spec.height, spec.width, objects).encode())
+            ids.append(voc_id)
+        ids_of_split[voc_split] = ids
+    if "train" in ids_of_split and "val" in ids_of_split and "trainval" not in ids_of_split:
+        ids_of_split["trainval"] = sorted(ids_of_split["train"] + ids_of_split["val"])
+    for voc_split, ids in ids_of_split.items():
+        split_file = year_dir / "ImageSets" / "Main" / f"{voc_split}.txt"
+        _atomic_write_bytes(split_file, "".join(f"{voc_id}\n" for voc_id in ids).encode())
+    return year_dir
 
 
 def write_image_pool(directory, num_images: int, spec: SceneSpec = SceneSpec(), seed: int = 0) -> Path:
