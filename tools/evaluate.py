@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.detection.evaluation import evaluate_coco, results_table  # noqa: E402
+from benchmarks.detection.evaluation import COCO_BACKENDS, evaluate_coco, results_table  # noqa: E402
 from benchmarks.diagnosis.inputs import load_detections, load_ground_truth  # noqa: E402
 from benchmarks.engine.cli import output_directory, run_tool  # noqa: E402
 from converters.io import atomic_write_text  # noqa: E402
@@ -33,13 +33,16 @@ def parse_args(argv=None):
                         help="box or mask AP (COCO only); repeat for both (default: bbox)")
     parser.add_argument("--split", help="VOC ImageSets/Main split to evaluate on, e.g. test (required with --metric "
                         "voc)")
+    parser.add_argument("--backend", default="auto", choices=COCO_BACKENDS,
+                        help="COCO AP implementation: faster-coco-eval when installed (auto), or pycocotools; both "
+                        "give the same numbers")
     parser.add_argument("--out", help="directory to write metrics.json into")
     return parser.parse_args(argv)
 
 
-def evaluate_coco_file(gt, dets, modes) -> dict:
+def evaluate_coco_file(gt, dets, modes, backend: str) -> dict:
     coco = load_ground_truth(gt, modes)
-    return evaluate_coco(coco, load_detections(dets, coco, modes), tuple(modes))
+    return evaluate_coco(coco, load_detections(dets, coco, modes), tuple(modes), backend)
 
 
 def main(argv=None):
@@ -50,7 +53,7 @@ def main(argv=None):
     if args.metric == "coco":
         if args.split:
             raise ValueError("--split names a VOC split; a COCO annotation file is one split already")
-        metrics = evaluate_coco_file(args.gt, args.dets, modes)
+        metrics = evaluate_coco_file(args.gt, args.dets, modes, args.backend)
     else:
         raise NotImplementedError("--metric voc: the VOC metric (benchmarks/detection/voc_evaluation.py) is not "
                                   "wired into tools/evaluate.py yet")

@@ -9,6 +9,7 @@ from ..diagnosis.hoiem import SIMILAR_KEYWORDS
 from ..engine.distributed import get_world_size
 from ..engine.validation import BOOLEAN, STRING, Rule, check_rules, choice, fail, integer, number, sequence
 from ..modeling.norm import NORM_CHOICES
+from .evaluation import COCO_BACKENDS
 
 _C = CN()
 _C.TASK = "coco_maskrcnn"
@@ -133,6 +134,9 @@ _C.SOLVER.AMP.ENABLED = False
 _C.TEST = CN()
 _C.TEST.EVAL_PERIOD = 0
 _C.TEST.DETECTIONS_PER_IMAGE = 100
+# COCO AP backend: auto (faster-coco-eval when installed, else pycocotools), faster_coco_eval, pycocotools; the
+# numbers are the same, faster-coco-eval is ~8x faster on COCO val.
+_C.TEST.COCO_BACKEND = "auto"
 _C.TEST.PRECISE_BN = CN()
 _C.TEST.PRECISE_BN.ENABLED = False
 _C.TEST.PRECISE_BN.NUM_ITER = 200
@@ -228,6 +232,7 @@ DETECTION_RULES = {
     "MODEL.ROI_BOX_HEAD.POOLER_TYPE": choice("ROIAlignV2", planned=("ROIAlign", "ROIPool", "ROIAlignRotated"),
                                              note="only the protocol's aligned RoIAlign is implemented"),
     "MODEL.ROI_MASK_HEAD.CONV_DIM": integer(1),
+    "TEST.COCO_BACKEND": choice(*COCO_BACKENDS),
     "INPUT.MIN_SIZE_TRAIN": sequence("a non-empty list of integers > 0", integer(1), min_length=1),
     "INPUT.MIN_SIZE_TRAIN_SAMPLING": choice("choice", "range"),
     "INPUT.MAX_SIZE_TRAIN": integer(1),

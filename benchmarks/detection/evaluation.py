@@ -1,6 +1,11 @@
-"""COCO-style evaluation with pycocotools, reporting what Detectron2's COCOEvaluator reports (in percent)."""
+"""COCO-style evaluation reporting what Detectron2's COCOEvaluator reports (in percent).
+
+Two backends give the same numbers: faster-coco-eval (C++; the default when installed) and pycocotools, the
+reference (``TEST.COCO_BACKEND pycocotools``). A test holds them to identical AP/AP50/AP75/APs/APm/APl.
+"""
 import contextlib
 import copy
+import importlib.util
 import io
 import logging
 import time
@@ -18,6 +23,39 @@ from ..modeling.postprocessing import detector_postprocess
 logger = logging.getLogger("transferlab")
 
 COCO_METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+COCO_BACKENDS = ("auto", "faster_coco_eval", "pycocotools")
+
+
+def resolve_coco_backend(backend: str = "auto") -> str:
+    """``auto`` is faster-coco-eval when it is installed, else pycocotools; a named backend must be installed."""
+    if backend not in COCO_BACKENDS:
+        raise ValueError(f"COCO evaluation backend must be one of {', '.join(COCO_BACKENDS)}, got {backend!r}")
+    installed = importlib.util.find_spec("faster_coco_eval") is not None
+    if backend == "faster_coco_eval" and not installed:
+        raise ModuleNotFoundError("COCO backend faster_coco_eval is not installed (pip install faster-coco-eval); "
+                                  "TEST.COCO_BACKEND pycocotools uses the reference implementation")
+    if backend == "auto":
+        return "faster_coco_eval" if installed else "pycocotools"
+    return backend
+
+
+def _coco_evaluator(coco_gt: COCO, records: list, iou_type: str, backend: str):
+    """An evaluated, accumulated and summarised evaluator of ``backend``; its summary goes to the log."""
+    with contextlib.redirect_stdout(io.StringIO()) as printed:
+        if backend == "faster_coco_eval":
+            from faster_coco_eval import COCO as FasterCOCO
+            from faster_coco_eval import COCOeval_faster
+
+            # it converts polygons and results in place unless told to copy; coco_gt.dataset is the dataset's own
+            gt = FasterCOCO(coco_gt.dataset, use_deepcopy=True)
+            evaluator = COCOeval_faster(gt, gt.loadRes(records), iou_type, print_function=print)
+        else:
+            evaluator = COCOeval(coco_gt, coco_gt.loadRes(records), iou_type)
+        evaluator.evaluate()
+        evaluator.accumulate()
+        evaluator.summarize()
+    logger.info("%s %s:\n%s", backend, iou_type, printed.getvalue().rstrip())
+    return evaluator
 
 
 def detections_to_coco_json(detection: dict, image_id: int, contiguous_to_coco: dict) -> list:
@@ -65,8 +103,8 @@ def run_inference(model, loader, device, contiguous_to_coco: dict, amp_dtype=Non
     return [record for shard in shards for record in shard] if shards is not None else None
 
 
-def evaluate_coco(coco_gt: COCO, results: list, iou_types=("bbox",)) -> dict:
-    """AP, AP50, AP75, APs, APm, APl (percent, NaN where pycocotools gives -1) and per-class AP per IoU type.
+def evaluate_coco(coco_gt: COCO, results: list, iou_types=("bbox",), backend: str = "auto") -> dict:
+    """AP, AP50, AP75, APs, APm, APl (percent, NaN where COCOeval gives -1) and per-class AP per IoU type.
 
     No detections at all give NaN for every metric with a warning, as Detectron2's COCOEvaluator reports it
     (an AP of 0 would read as a measured result).
@@ -74,6 +112,7 @@ def evaluate_coco(coco_gt: COCO, results: list, iou_types=("bbox",)) -> dict:
     if not results:
         logger.warning("No detections from the model: every metric is NaN")
         return {iou_type: {name: float("nan") for name in COCO_METRICS} for iou_type in iou_types}
+    backend = resolve_coco_backend(backend)
     metrics = {}
     for iou_type in iou_types:
         records = results
@@ -82,13 +121,7 @@ def evaluate_coco(coco_gt: COCO, results: list, iou_types=("bbox",)) -> dict:
             records = copy.deepcopy(results)
             for record in records:
                 record.pop("bbox", None)
-        with contextlib.redirect_stdout(io.StringIO()) as printed:
-            coco_dt = coco_gt.loadRes(records)
-            evaluator = COCOeval(coco_gt, coco_dt, iou_type)
-            evaluator.evaluate()
-            evaluator.accumulate()
-            evaluator.summarize()
-        logger.info("pycocotools %s:\n%s", iou_type, printed.getvalue().rstrip())
+        evaluator = _coco_evaluator(coco_gt, records, iou_type, backend)
         stats = {
             name: float(value * 100) if value >= 0 else float("nan")
             for name, value in zip(COCO_METRICS, evaluator.stats[: len(COCO_METRICS)])

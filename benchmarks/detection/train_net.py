@@ -180,7 +180,7 @@ def run(cfg, resume: bool = False, eval_only: bool = False) -> dict:
                                 amp_dtype(device, cfg.SOLVER.AMP.ENABLED))
         if not is_main_process():
             return None
-        metrics = evaluate_coco(test_set.coco, results, iou_types)
+        metrics = evaluate_coco(test_set.coco, results, iou_types, cfg.TEST.COCO_BACKEND)
         events.write(iteration, {f"{iou_type}/{name}": value for iou_type, stats in metrics.items()
                                  for name, value in stats.items()})
         logger.info("Evaluation at iteration %d on %s:\n%s", iteration, cfg.DATASETS.TEST[0], results_table(metrics))
