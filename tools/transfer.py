@@ -9,6 +9,7 @@ with it, the paper recipe on the dataset's usual layout. Extra KEY VALUE pairs o
 (Detectron2 key names, e.g. SOLVER.MAX_ITER 100 MODEL.RESNETS.NORM FrozenBN).
 """
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -18,7 +19,9 @@ from benchmarks.engine.cli import input_directory, output_directory, run_tool  #
 from benchmarks.engine.distributed import init_distributed, is_main_process  # noqa: E402
 from benchmarks.engine.lock import lock_output_dir  # noqa: E402
 from benchmarks.engine.logging import setup_logger  # noqa: E402
+from benchmarks.engine.trials import summarize_trials, trials_table  # noqa: E402
 from benchmarks.tasks import TASKS, get_task, load_task_config  # noqa: E402
+from converters.io import atomic_write_text  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -31,7 +34,10 @@ def parse_args(argv=None):
                         "with annotations/ and train2017/); absent: the built-in generated data")
     parser.add_argument("--config", help="a config file instead of the task's default one")
     parser.add_argument("--output", help="output directory (default: work/transfer/<task>-<weights name>)")
-    parser.add_argument("--seed", type=int, help="run seed (SEED); papers report several seeds")
+    parser.add_argument("--seed", type=int, action="append",
+                        help="run seed (SEED); repeat for several trials (OUTPUT/seed_<k>/ each, and a summary)")
+    parser.add_argument("--seeds", type=int, help="N trials with seeds 0..N-1 into OUTPUT/seed_<k>/, then "
+                        "OUTPUT/summary.json and summary.md: per metric the median (HPT) and mean ± std (MoCo)")
     parser.add_argument("--labels", type=int, help="classification tasks: train on a seeded subset of N labelled "
                         "images in which every class occurs (HPT's 1000-label protocol; DATASETS.LABELS)")
     parser.add_argument("--shots", type=int, help="classification tasks: train on K images per class "
@@ -51,6 +57,21 @@ def default_output(task: str, weights) -> Path:
     return Path("work") / "transfer" / f"{task}-{name}"
 
 
+def trial_seeds(args) -> list | None:
+    """The seeds of a multi-trial run (--seeds, or --seed given more than once); None for one run."""
+    if args.seeds is not None:
+        if args.seed:
+            raise ValueError("give --seeds N or --seed values, not both")
+        if args.seeds < 2:
+            raise ValueError(f"--seeds {args.seeds}: a summary needs at least 2 trials (one seed is --seed K)")
+        return list(range(args.seeds))
+    if args.seed and len(args.seed) > 1:
+        if len(set(args.seed)) < len(args.seed):
+            raise ValueError(f"--seed values repeat: {args.seed}")
+        return args.seed
+    return None
+
+
 def main(args):
     init_distributed()
     task = get_task(args.task)
@@ -59,13 +80,29 @@ def main(args):
     if args.data_root:
         input_directory(args.data_root, "--data-root")
     output = output_directory(args.output or default_output(args.task, args.weights), "--output")
+    seeds = trial_seeds(args)
+    if seeds is None:
+        run_trial(args, task, output, args.seed[0] if args.seed else None)
+        return
+    metrics = {seed: run_trial(args, task, output / f"seed_{seed}", seed) for seed in seeds}
+    if is_main_process():
+        summary = summarize_trials(metrics)
+        atomic_write_text(output / "summary.json", json.dumps(summary, indent=2))
+        table = trials_table(summary, seeds)
+        atomic_write_text(output / "summary.md", table)
+        print(f"\n{args.task} ({args.weights}), {len(seeds)} seeds:\n{table}\nSummary: {output / 'summary.json'}, "
+              f"{output / 'summary.md'}; each trial in {output}/seed_<k>/")
+
+
+def run_trial(args, task, output: Path, seed):
+    """One run into ``output``; its metrics on the main process."""
     cfg, config_file, reason = load_task_config(task, args.config, args.data_root, args.opts,
                                                 run_dir=output if args.resume or args.eval_only else None)
     cfg.TASK = args.task
     if args.weights:
         cfg.MODEL.WEIGHTS = args.weights
-    if args.seed is not None:
-        cfg.SEED = args.seed
+    if seed is not None:
+        cfg.SEED = seed
     for option, key in (("labels", "LABELS"), ("shots", "SHOTS")):
         if getattr(args, option) is not None:
             if "LABELS" not in cfg.DATASETS:
@@ -92,6 +129,7 @@ def main(args):
             if (output / "diagnosis.md").is_file():
                 print(f"Error diagnosis (TIDE, Hoiem): {output / 'diagnosis.md'}, tide.json, hoiem.json and charts "
                       f"(tide_*.png, hoiem_*.png) in {output}")
+        return metrics
 
 
 if __name__ == "__main__":
