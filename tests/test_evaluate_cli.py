@@ -3,6 +3,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -54,3 +55,25 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
     result = evaluate("--gt", tmp_path / "gt.json", "--dets", tmp_path / "dets.json", "--metric", "coco",
                       "--split", "test")
     assert result.returncode == 2 and "--split names a VOC split" in result.stderr
+
+
+def test_voc_metric_gives_detectron2s_numbers_on_the_fixture(tmp_path):
+    fixture = REPO / "tests" / "fixtures" / "voc_eval"
+    expected = json.loads((fixture / "expected.json").read_text())
+    result = evaluate("--gt", fixture, "--split", "test", "--dets", fixture / "detections.json", "--metric", "voc",
+                      "--classes", ",".join(expected["class_names"]), "--voc-ap", "11point", "--out", tmp_path)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((tmp_path / "metrics.json").read_text())["bbox"]
+    for name in ("AP", "AP50", "AP75"):
+        assert metrics[name] == pytest.approx(expected["voc07"][name], abs=1e-4)
+    year = tmp_path / "VOCdevkit" / "VOC2007"  # named by its year: the 11-point rule, as Detectron2 picks it
+    shutil.copytree(fixture, year)
+    result = evaluate("--gt", year, "--split", "test", "--dets", fixture / "detections.json", "--metric", "voc",
+                      "--classes", ",".join(expected["class_names"]))
+    assert result.returncode == 0 and f"| bbox | {expected['voc07']['AP']:.2f} |" in result.stdout, result.stderr
+    # the fixture's directory is not named VOC<year>: the AP rule must be given
+    result = evaluate("--gt", fixture, "--split", "test", "--dets", fixture / "detections.json", "--metric", "voc",
+                      "--classes", ",".join(expected["class_names"]))
+    assert result.returncode == 2 and "cannot tell the VOC year" in result.stderr
+    result = evaluate("--gt", fixture, "--dets", fixture / "detections.json", "--metric", "voc")
+    assert result.returncode == 2 and "--metric voc needs --split" in result.stderr

@@ -7,12 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks.detection.voc_evaluation import (
-    IOU_THRESHOLDS,
-    evaluate_voc,
-    load_voc_ground_truth,
-    voc_class_aps,
-)
+from benchmarks.data.voc import read_voc_split
+from benchmarks.detection.voc_evaluation import IOU_THRESHOLDS, evaluate_voc, voc_class_aps
 
 FIXTURE = Path(__file__).parent / "fixtures" / "voc_eval"
 NAMES = ("cat", "dog")
@@ -40,7 +36,7 @@ def cat_aps(ground_truth, results, thresholds=IOU_THRESHOLDS):
 def test_every_class_and_threshold_matches_detectron2(metric, use_07_metric):
     expected = json.loads((FIXTURE / "expected.json").read_text())
     names = expected["class_names"]
-    ground_truth = load_voc_ground_truth(FIXTURE, "test")
+    _, ground_truth = read_voc_split(FIXTURE, "test", names)
     results = json.loads((FIXTURE / "detections.json").read_text())
     assert len(ground_truth) == 30 and sum(not objects for objects in ground_truth.values()) >= 3
     with pytest.warns(RuntimeWarning, match="boat: detections but no non-difficult object"):

@@ -11,14 +11,17 @@ in its 0-based coordinates (the xml's xmin and ymin minus 1); VOC2007 uses the 1
 """
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks.data.voc import VOC_CLASS_NAMES, read_voc_split  # noqa: E402
 from benchmarks.detection.evaluation import COCO_BACKENDS, evaluate_coco, results_table  # noqa: E402
+from benchmarks.detection.voc_evaluation import evaluate_voc  # noqa: E402
 from benchmarks.diagnosis.inputs import load_detections, load_ground_truth  # noqa: E402
-from benchmarks.engine.cli import output_directory, run_tool  # noqa: E402
+from benchmarks.engine.cli import input_directory, output_directory, run_tool  # noqa: E402
 from converters.io import atomic_write_text  # noqa: E402
 
 
@@ -36,6 +39,11 @@ def parse_args(argv=None):
     parser.add_argument("--backend", default="auto", choices=COCO_BACKENDS,
                         help="COCO AP implementation: faster-coco-eval when installed (auto), or pycocotools; both "
                         "give the same numbers")
+    parser.add_argument("--classes", help="VOC: comma-separated class names, category_id k being the k-th (default: "
+                        "the 20 VOC classes in Detectron2's order)")
+    parser.add_argument("--voc-ap", default="auto", choices=("auto", "11point", "area"),
+                        help="VOC: the 11-point AP (VOC2007's) or the area under the precision envelope (VOC2010+); "
+                        "auto: 11-point for a VOC2007 directory, area for other years, as Detectron2 chooses")
     parser.add_argument("--out", help="directory to write metrics.json into")
     return parser.parse_args(argv)
 
@@ -43,6 +51,48 @@ def parse_args(argv=None):
 def evaluate_coco_file(gt, dets, modes, backend: str) -> dict:
     coco = load_ground_truth(gt, modes)
     return evaluate_coco(coco, load_detections(dets, coco, modes), tuple(modes), backend)
+
+
+def use_07_metric(year_dir: Path, choice: str) -> bool:
+    if choice != "auto":
+        return choice == "11point"
+    match = re.fullmatch(r"VOC(\d{4})", year_dir.resolve().name)
+    if not match:
+        raise ValueError(f"--gt {year_dir}: cannot tell the VOC year from the directory name (VOC2007, VOC2012, ...); "
+                         "pass --voc-ap 11point or --voc-ap area")
+    return match.group(1) == "2007"
+
+
+def evaluate_voc_file(args) -> dict:
+    if args.mode and args.mode != ["bbox"]:
+        raise ValueError("--metric voc evaluates boxes only (--mode bbox)")
+    if not args.split:
+        raise ValueError("--metric voc needs --split (the ImageSets/Main split the detections are on, e.g. test)")
+    year_dir = input_directory(args.gt, "--gt")
+    class_names = tuple(args.classes.split(",")) if args.classes else VOC_CLASS_NAMES
+    _, ground_truth = read_voc_split(year_dir, args.split, class_names)
+    results = load_json_list(args.dets)
+    return evaluate_voc(ground_truth, results, class_names, use_07_metric(year_dir, args.voc_ap))
+
+
+def voc_table(metrics: dict) -> str:
+    names = ("AP", "AP50", "AP75")
+    stats = metrics["bbox"]
+    return "\n".join(["| task | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|",
+                      "| bbox | " + " | ".join(f"{stats[name]:.2f}" for name in names) + " |"])
+
+
+def load_json_list(path) -> list:
+    try:
+        with open(path) as file:
+            records = json.load(file)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"detections file not found: {path}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON: {error}") from None
+    if not isinstance(records, list):
+        raise ValueError(f"{path}: expected a list of result records, found a {type(records).__name__}")
+    return records
 
 
 def main(argv=None):
@@ -54,10 +104,10 @@ def main(argv=None):
         if args.split:
             raise ValueError("--split names a VOC split; a COCO annotation file is one split already")
         metrics = evaluate_coco_file(args.gt, args.dets, modes, args.backend)
+        print(results_table(metrics))
     else:
-        raise NotImplementedError("--metric voc: the VOC metric (benchmarks/detection/voc_evaluation.py) is not "
-                                  "wired into tools/evaluate.py yet")
-    print(results_table(metrics))
+        metrics = evaluate_voc_file(args)
+        print(voc_table(metrics))
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         atomic_write_text(Path(args.out) / "metrics.json", json.dumps(metrics, indent=2))

@@ -33,9 +33,7 @@ from __future__ import annotations
 
 import math
 import numbers
-import os
 import warnings
-import xml.etree.ElementTree as ET
 from collections.abc import Hashable, Sequence
 
 import numpy as np
@@ -44,34 +42,14 @@ IOU_THRESHOLDS = tuple(t / 100.0 for t in range(50, 100, 5))
 RECALL_POINTS = np.arange(0.0, 1.1, 0.1)  # Detectron2's: 0.30000000000000004, 0.6000000000000001, ..., not k / 10
 
 
-def load_voc_ground_truth(dirname, split: str) -> dict[str, list[dict]]:
-    """The objects of every image of ``ImageSets/Main/<split>.txt`` under a VOC directory, read from
-    ``Annotations/<id>.xml`` with the boxes as the xml holds them (what the metric compares against)."""
-    with open(os.path.join(dirname, "ImageSets", "Main", f"{split}.txt")) as file:
-        image_ids = [line.strip() for line in file if line.strip()]
-    ground_truth = {}
-    for image_id in image_ids:
-        path = os.path.join(dirname, "Annotations", f"{image_id}.xml")
-        objects = []
-        for obj in ET.parse(path).findall("object"):
-            box, difficult = obj.find("bndbox"), obj.find("difficult")
-            try:
-                objects.append({"name": obj.find("name").text,
-                                "bbox": [int(box.find(key).text) for key in ("xmin", "ymin", "xmax", "ymax")],
-                                "difficult": difficult is not None and bool(int(difficult.text))})
-            except (AttributeError, TypeError, ValueError) as error:
-                raise ValueError(f"{path}: an object without a name or an integer bndbox ({error})") from error
-        ground_truth[image_id] = objects
-    return ground_truth
-
-
 def evaluate_voc(ground_truth: dict[str, list[dict]], results: list[dict], class_names: Sequence[str],
                  use_07_metric: bool) -> dict:
     """``{"bbox": {"AP", "AP50", "AP75", "AP50-<class>" for every class}}`` in percent, AP being the mean over the
     IoU thresholds of the mean over classes, as Detectron2's evaluator reports (plus the per-class AP50).
 
     ``ground_truth`` maps every image id (the VOC file id, e.g. ``"000005"``; images without objects included) to
-    its objects ``{"name", "bbox": [xmin, ymin, xmax, ymax] from the xml, "difficult"}`` (``load_voc_ground_truth``);
+    its objects ``{"name", "bbox": [xmin, ymin, xmax, ymax] from the xml, "difficult"}``
+    (``benchmarks.data.voc.read_voc_split``);
     ``results`` are Detectron2-style result records ``{"image_id", "category_id", "score", "bbox"}`` (module
     docstring), checked, with the first bad one named in the error. A class with detections
     but no non-difficult object has AP NaN under the area metric and 0 under the 11-point one, with a warning, as in
