@@ -259,6 +259,15 @@ def test_torchrun_two_processes_on_cpu(tiny_coco_root, tiny_detection_config, tm
     assert result.returncode == 0, result.stderr[-3000:]
     assert "the resolved config of the run in --output" in (tmp_path / "ddp" / "log.txt").read_text()
     assert json.loads((tmp_path / "ddp" / "metrics.json").read_text()) == ddp_metrics
+    # Detectron2's way: --eval-only with the whole detector as the weights, into a new directory
+    common = ["tools/transfer.py", "--task", "coco_maskrcnn", "--config", str(tiny_detection_config), "--data-root",
+              str(tiny_coco_root), "--weights", str(tmp_path / "ddp" / "model_final.pth"), "--eval-only"]
+    result = run_tool(*common, "--output", str(tmp_path / "whole"))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "loaded the whole detector" in (tmp_path / "whole" / "log.txt").read_text()
+    assert json.loads((tmp_path / "whole" / "metrics.json").read_text()) == ddp_metrics
+    result = run_tool(*common, "--output", str(tmp_path / "nomask"), "MODEL.MASK_ON", "False")
+    assert result.returncode == 2 and "is a detector that does not fit the one this config builds" in result.stderr
 
 
 def test_benchmark_tool_prints_training_and_inference_speed(tiny_coco_root, tiny_detection_config):

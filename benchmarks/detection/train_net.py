@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from converters import load_backbone
-from converters.io import atomic_write_text
+from converters.io import CheckpointError, atomic_write_text, load_torch_file
 
 from ..data.builtin import builtin_data_root
 from ..data.coco import DATASET_CATALOG, COCODetection, resolve_dataset
@@ -97,6 +97,26 @@ def initialize_backbone(model, cfg) -> None:
                            key, meta[key], key.upper(), list(value))
 
 
+def whole_detector_state(weights: str) -> dict | None:
+    """The ``model`` state dict of a detector this engine saved (``model_final.pth``, ``model_<iter>.pth``); None
+    for anything else (a backbone checkpoint, ``none``)."""
+    if weights in ("", "none") or not Path(weights).is_file():
+        return None
+    state = load_torch_file(weights)
+    model = state.get("model") if isinstance(state, dict) else None
+    return model if isinstance(model, dict) and any(key.startswith("roi_heads.") for key in model) else None
+
+
+def load_whole_detector(model, state: dict, weights: str) -> None:
+    """Every tensor of the detector, as Detectron2's ``--eval-only MODEL.WEIGHTS`` loads it."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:  # torch's mismatch report: many lines and no file name
+        raise CheckpointError(f"{weights} is a detector that does not fit the one this config builds (classes, "
+                              f"mask head, depth?): {' '.join(str(error).split())[:500]}") from error
+    logger.info("--eval-only: loaded the whole detector (%d tensors) from %s", len(state), weights)
+
+
 def detection_losses(device):
     def compute(model, batch):
         images, targets = batch
@@ -149,9 +169,14 @@ def run(cfg, resume: bool = False, eval_only: bool = False) -> dict:
     checkpointer = Checkpointer(output_dir, model, optimizer, scheduler, scaler)
 
     has_checkpoint = checkpointer.last_checkpoint() is not None
-    if eval_only and not has_checkpoint:
-        raise FileNotFoundError(f"--eval-only: no checkpoint in {output_dir} to evaluate")
-    if (resume or eval_only) and has_checkpoint:
+    detector = whole_detector_state(cfg.MODEL.WEIGHTS) if eval_only and not has_checkpoint else None
+    if detector is not None:
+        load_whole_detector(model, detector, cfg.MODEL.WEIGHTS)
+        start_iter = 0
+    elif eval_only and not has_checkpoint:
+        raise FileNotFoundError(f"--eval-only: no checkpoint in {output_dir} to evaluate, and MODEL.WEIGHTS "
+                                f"({cfg.MODEL.WEIGHTS or 'empty'}) is not a detector this engine saved")
+    elif (resume or eval_only) and has_checkpoint:
         start_iter = checkpointer.resume()
     else:
         if not resume:
