@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Evaluate a COCO-format detections file: COCO AP (pycocotools) or PASCAL VOC AP (Detectron2's semantics).
+"""Evaluate a COCO-format detections file: COCO AP (faster-coco-eval or pycocotools) or PASCAL VOC AP (Detectron2's
+semantics).
 
   python tools/evaluate.py --gt instances_val2017.json --dets coco_instances_results.json --metric coco --mode bbox
   python tools/evaluate.py --gt VOCdevkit/VOC2007 --split test --dets voc_results.json --metric voc --out work/eval
