@@ -617,8 +617,9 @@ class _Shell:
 @pytest.mark.parametrize("name", ["solo_learn", "detectron2_pkl_r50"])
 def test_code_in_a_pickle_is_refused_and_never_runs(name, tmp_path):
     control = tmp_path / "control"
-    pickle.loads(pickle.dumps(_Shell(control)))
-    assert control.exists()  # the payload is live under plain pickle
+    function, arguments = _Shell(control).__reduce__()  # what an unpickler honouring __reduce__ would call
+    function(*arguments)
+    assert control.exists()  # the payload is live
 
     marker = tmp_path / "marker"
     if name == "solo_learn":  # hidden where Lightning keeps arbitrary objects
