@@ -12,6 +12,7 @@ import io
 import json
 import logging
 import math
+import numbers
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -62,8 +63,8 @@ def resolve_dataset(name: str, root=None) -> tuple[Path, Path]:
 
 
 def is_finite_number(value) -> bool:
-    """A JSON number that is a real value: not a bool (a bool is an int in Python), not NaN or infinite."""
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    """A real number (a JSON number, or numpy's): not a bool (a bool is an int in Python), not NaN or infinite."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _segmentation_problem(segmentation, height: int, width: int) -> str | None:

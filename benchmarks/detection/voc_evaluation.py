@@ -1,4 +1,4 @@
-"""PASCAL VOC box AP as Detectron2's PascalVOCDetectionEvaluator computes it, in percent, with numpy only.
+"""PASCAL VOC box AP as Detectron2's PascalVOCDetectionEvaluator computes it, in percent, in numpy.
 
 That evaluator (the detection metric of MoCo, HPT and the Exemplar paper) writes every detection into a text
 file per class and runs py-faster-rcnn's ``voc_eval`` per class and IoU threshold 0.50:0.05:0.95. The same
@@ -31,12 +31,13 @@ sort in place of the stable one the numbers are Detectron2's bit for bit on the 
 """
 from __future__ import annotations
 
-import math
 import numbers
 import warnings
 from collections.abc import Hashable, Sequence
 
 import numpy as np
+
+from ..data.coco import is_finite_number
 
 IOU_THRESHOLDS = tuple(t / 100.0 for t in range(50, 100, 5))
 RECALL_POINTS = np.arange(0.0, 1.1, 0.1)  # Detectron2's: 0.30000000000000004, 0.6000000000000001, ..., not k / 10
@@ -156,11 +157,6 @@ def _round_as_text(values: np.ndarray, decimals: int) -> np.ndarray:
     return rounded
 
 
-def _is_finite_number(value) -> bool:
-    """A real number (numpy's too), not a bool, not NaN or infinite."""
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def _ground_truth_arrays(ground_truth: dict, class_names: Sequence[str]):
     """Image index, class index (-1 for other classes), box and difficult flag of every object, image by image."""
     if not isinstance(ground_truth, dict):
@@ -172,7 +168,7 @@ def _ground_truth_arrays(ground_truth: dict, class_names: Sequence[str]):
             raise ValueError(f"ground truth of image {image_id!r}: expected a list of objects, got {objects!r}")
         for obj in objects:
             bbox = obj.get("bbox") if isinstance(obj, dict) else None
-            if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(_is_finite_number(v) for v in bbox)
+            if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(is_finite_number(v) for v in bbox)
                     and bbox[2] >= bbox[0] and bbox[3] >= bbox[1] and isinstance(obj.get("name"), str)):
                 raise ValueError(f"ground truth of image {image_id!r}: malformed object {obj!r}; expected "
                                  "{'name': str, 'bbox': [xmin, ymin, xmax, ymax] with xmax >= xmin, ymax >= ymin, "
@@ -235,10 +231,10 @@ def _record_problem(record, image_index: dict, num_classes: int) -> str | None:
     if not (isinstance(category_id, numbers.Integral) and not isinstance(category_id, bool)
             and 1 <= category_id <= num_classes):
         return f"category_id {category_id!r} is not one of 1..{num_classes} (index in class_names + 1)"
-    if not _is_finite_number(record.get("score")):
+    if not is_finite_number(record.get("score")):
         return f"score {record.get('score')!r} is not a finite number"
     bbox = record.get("bbox")
-    if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(_is_finite_number(v) for v in bbox)):
+    if not (isinstance(bbox, (list, tuple)) and len(bbox) == 4 and all(is_finite_number(v) for v in bbox)):
         return f"bbox {bbox!r} is not [x, y, width, height] of 4 finite numbers"
     if bbox[2] < 0 or bbox[3] < 0:
         return f"bbox {bbox!r} has a negative width or height"
