@@ -55,6 +55,9 @@ def test_bad_inputs_are_one_line_errors(tmp_path):
     result = evaluate("--gt", tmp_path / "gt.json", "--dets", tmp_path / "dets.json", "--metric", "coco",
                       "--split", "test")
     assert result.returncode == 2 and "--split names a VOC split" in result.stderr
+    result = evaluate("--gt", tmp_path / "gt.json", "--dets", tmp_path / "dets.json", "--metric", "coco",
+                      "--voc-ap", "area")
+    assert result.returncode == 2 and "--classes and --voc-ap apply to --metric voc" in result.stderr
 
 
 def test_voc_metric_gives_detectron2s_numbers_on_the_fixture(tmp_path):
@@ -77,3 +80,6 @@ def test_voc_metric_gives_detectron2s_numbers_on_the_fixture(tmp_path):
     assert result.returncode == 2 and "cannot tell the VOC year" in result.stderr
     result = evaluate("--gt", fixture, "--dets", fixture / "detections.json", "--metric", "voc")
     assert result.returncode == 2 and "--metric voc needs --split" in result.stderr
+    result = evaluate("--gt", fixture, "--split", "test", "--dets", fixture / "detections.json", "--metric", "voc",
+                      "--voc-ap", "area", "--backend", "pycocotools")
+    assert result.returncode == 2 and "--metric voc has one" in result.stderr

@@ -20,8 +20,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.data.voc import VOC_CLASS_NAMES, read_voc_split  # noqa: E402
 from benchmarks.detection.evaluation import COCO_BACKENDS, evaluate_coco, results_table  # noqa: E402
-from benchmarks.detection.voc_evaluation import evaluate_voc  # noqa: E402
-from benchmarks.diagnosis.inputs import load_detections, load_ground_truth  # noqa: E402
+from benchmarks.detection.voc_evaluation import VOC_METRICS, evaluate_voc  # noqa: E402
+from benchmarks.diagnosis.inputs import load_detections, load_ground_truth, read_results_file  # noqa: E402
 from benchmarks.engine.cli import input_directory, output_directory, run_tool  # noqa: E402
 from converters.io import atomic_write_text  # noqa: E402
 
@@ -72,28 +72,7 @@ def evaluate_voc_file(args) -> dict:
     year_dir = input_directory(args.gt, "--gt")
     class_names = tuple(args.classes.split(",")) if args.classes else VOC_CLASS_NAMES
     _, ground_truth = read_voc_split(year_dir, args.split, class_names)
-    results = load_json_list(args.dets)
-    return evaluate_voc(ground_truth, results, class_names, use_07_metric(year_dir, args.voc_ap))
-
-
-def voc_table(metrics: dict) -> str:
-    names = ("AP", "AP50", "AP75")
-    stats = metrics["bbox"]
-    return "\n".join(["| task | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|",
-                      "| bbox | " + " | ".join(f"{stats[name]:.2f}" for name in names) + " |"])
-
-
-def load_json_list(path) -> list:
-    try:
-        with open(path) as file:
-            records = json.load(file)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"detections file not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON: {error}") from None
-    if not isinstance(records, list):
-        raise ValueError(f"{path}: expected a list of result records, found a {type(records).__name__}")
-    return records
+    return evaluate_voc(ground_truth, read_results_file(args.dets), class_names, use_07_metric(year_dir, args.voc_ap))
 
 
 def main(argv=None):
@@ -104,11 +83,15 @@ def main(argv=None):
     if args.metric == "coco":
         if args.split:
             raise ValueError("--split names a VOC split; a COCO annotation file is one split already")
+        if args.classes or args.voc_ap != "auto":
+            raise ValueError("--classes and --voc-ap apply to --metric voc; COCO's classes are in its json")
         metrics = evaluate_coco_file(args.gt, args.dets, modes, args.backend)
         print(results_table(metrics))
     else:
+        if args.backend != "auto":
+            raise ValueError("--backend picks the COCO AP implementation; --metric voc has one")
         metrics = evaluate_voc_file(args)
-        print(voc_table(metrics))
+        print(results_table(metrics, VOC_METRICS))
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
         atomic_write_text(Path(args.out) / "metrics.json", json.dumps(metrics, indent=2))

@@ -136,9 +136,9 @@ def evaluate_coco(coco_gt: COCO, results: list, iou_types=("bbox",), backend: st
     return metrics
 
 
-def results_table(metrics: dict) -> str:
+def results_table(metrics: dict, names=COCO_METRICS) -> str:
     """The metrics as a markdown table, one row per IoU type, the way papers print them."""
-    lines = ["| task | " + " | ".join(COCO_METRICS) + " |", "|---" * (len(COCO_METRICS) + 1) + "|"]
+    lines = ["| task | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for iou_type, stats in metrics.items():
-        lines.append(f"| {iou_type} | " + " | ".join(f"{stats[name]:.2f}" for name in COCO_METRICS) + " |")
+        lines.append(f"| {iou_type} | " + " | ".join(f"{stats[name]:.2f}" for name in names) + " |")
     return "\n".join(lines)

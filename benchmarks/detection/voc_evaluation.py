@@ -39,6 +39,7 @@ import numpy as np
 
 from ..data.coco import is_finite_number
 
+VOC_METRICS = ("AP", "AP50", "AP75")  # the summary Detectron2's PascalVOCDetectionEvaluator prints
 IOU_THRESHOLDS = tuple(t / 100.0 for t in range(50, 100, 5))
 RECALL_POINTS = np.arange(0.0, 1.1, 0.1)  # Detectron2's: 0.30000000000000004, 0.6000000000000001, ..., not k / 10
 

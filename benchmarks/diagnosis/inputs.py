@@ -73,6 +73,23 @@ def _plainly_valid(dets: list, coco: COCO, modes: tuple) -> bool:
             and math.isfinite(sum(itertools.chain.from_iterable(boxes))))
 
 
+def read_results_file(path) -> list:
+    """The list of result records in a json file, unchecked; an empty one warns (valid, but often the wrong file)."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"detections file not found: {os.fspath(path)}")
+    try:
+        with open(path) as file:
+            records = json.load(file)
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{os.fspath(path)} is not valid JSON: {error}") from error
+    if not isinstance(records, list):
+        raise ValueError(f"{os.fspath(path)}: expected a list of COCO result records "
+                         f"({{image_id, category_id, bbox, score}}), found a {type(records).__name__}")
+    if not records:
+        warnings.warn(f"{os.fspath(path)}: no detections at all: every object counts as missed (AP 0)", stacklevel=3)
+    return records
+
+
 def load_detections(dets, coco: COCO, modes="bbox") -> list:
     """COCO result records from a results file or a list, checked against the ground truth's images and classes
     and for the geometry of each of ``modes`` (one mode or several: a file is then read once for all)."""
@@ -80,15 +97,7 @@ def load_detections(dets, coco: COCO, modes="bbox") -> list:
     source = "detections"
     if isinstance(dets, (str, os.PathLike)):
         source = os.fspath(dets)
-        if not os.path.isfile(source):
-            raise FileNotFoundError(f"detections file not found: {source}")
-        try:
-            with open(source) as file:
-                dets = json.load(file)
-        except (json.JSONDecodeError, UnicodeDecodeError) as error:
-            raise ValueError(f"{source} is not valid JSON: {error}") from error
-        if dets == []:  # valid (a model that detects nothing), but often the wrong file
-            warnings.warn(f"{source}: no detections at all: every object counts as missed (AP 0)", stacklevel=2)
+        dets = read_results_file(source)
     if not isinstance(dets, list):
         raise ValueError(f"{source}: expected a list of COCO result records "
                          f"({{image_id, category_id, bbox, score}}), found a {type(dets).__name__}")
