@@ -55,6 +55,8 @@ TASKS.update({name: Task(description=description, paper_config="classification/p
 PLANNED_TASKS = {
     "voc_fasterrcnn": "Faster R-CNN R50-C4 on VOC07+12 with VOC07 11-point AP",
     "bdd_fasterrcnn": "Faster R-CNN R50-C4 on BDD100K",
+    "coco_maskrcnn_fpn": "Mask R-CNN R50-FPN 1x on COCO 2017 (SL-MLP Table 3)",
+    "coco_fasterrcnn_fpn": "Faster R-CNN R50-FPN 1x on COCO 2017",
     "cityscapes_deeplab": "DeepLab-v3 R50-D8 on Cityscapes (mIoU)",
 }
 

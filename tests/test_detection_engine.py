@@ -234,6 +234,8 @@ def test_transfer_tool_rejects_unknown_task_and_unreadable_weights(tmp_path):
     assert result.returncode != 0 and "coco_maskrcnn" in result.stderr
     result = run_tool("tools/transfer.py", "--task", "voc_fasterrcnn", "--weights", "none")
     assert result.returncode != 0 and "'voc_fasterrcnn'" in result.stderr and "not implemented yet" in result.stderr
+    result = run_tool("tools/transfer.py", "--task", "coco_maskrcnn_fpn", "--weights", "none")
+    assert result.returncode != 0 and "'coco_maskrcnn_fpn'" in result.stderr and "not implemented yet" in result.stderr
     bad = tmp_path / "bad.pth"
     bad.write_bytes(b"not a checkpoint")
     result = run_tool("tools/transfer.py", "--task", "coco_maskrcnn", "--weights", str(bad),
