@@ -18,7 +18,14 @@ import time
 from pathlib import Path
 
 from .synthetic import CATEGORIES, GENERATOR_VERSION, SceneSpec
-from .writers import _atomic_write_bytes, write_coco, write_image_folder, write_image_pool, write_multilabel_csv
+from .writers import (
+    _atomic_write_bytes,
+    write_coco,
+    write_image_folder,
+    write_image_pool,
+    write_multilabel_csv,
+    write_voc,
+)
 
 __all__ = ["builtin_data_root", "cache_root", "write_builtin_set"]
 
@@ -97,7 +104,8 @@ def write_builtin_set(
     """Write a complete generated set into ``root``.
 
     Layout: COCO splits ``annotations/instances_{train,val}.json`` with images in ``train/`` and
-    ``val/``; an unlabeled ``pool/``; ImageFolder splits ``classification/{train,val,test}/<class>/``;
+    ``val/``; the same scenes in the VOCdevkit layout, ``VOC2007/`` with ``trainval`` (the COCO train scenes) and
+    ``test`` (the val scenes); an unlabeled ``pool/``; ImageFolder splits ``classification/{train,val,test}/<class>/``;
     multi-label splits ``classification_multilabel/{train,val,test}.csv`` with their images in
     ``classification_multilabel/{train,val,test}/``; ImageFolder splits of two visually distinct domains of the
     classification task, ``domain_a/{train,val,test}/<class>/`` and ``domain_b/...`` (each split's count per
@@ -106,6 +114,8 @@ def write_builtin_set(
     root = Path(root)
     write_coco(root, "train", train_images, detection_spec, seed)
     write_coco(root, "val", val_images, detection_spec, seed)
+    write_voc(root / "VOC2007", {"trainval": ("train", train_images), "test": ("val", val_images)}, detection_spec,
+              seed)
     write_image_pool(root / "pool", pool_images, small_image_spec, seed)
     for split, count in (("train", classification_train_images), ("val", classification_val_images),
                          ("test", classification_test_images)):
@@ -170,6 +180,9 @@ def _default_set_arguments() -> dict:
 
 
 _BUILTIN_SETS = {"default": _default_set_arguments}
+# Bump when write_builtin_set writes a new layout (not new pixels: that is GENERATOR_VERSION), so caches without it
+# are regenerated. 2: VOC2007/.
+LAYOUT_VERSION = 2
 
 
 def generated_set_version(data_root):
@@ -191,7 +204,9 @@ def builtin_data_root(name: str = "default") -> Path:
         raise ValueError(f"Unknown built-in dataset {name!r}; known: {', '.join(sorted(_BUILTIN_SETS))}")
     arguments = _BUILTIN_SETS[name]()
     serialized = json.dumps(
-        {k: dataclasses.asdict(v) if isinstance(v, SceneSpec) else v for k, v in arguments.items()}, sort_keys=True
+        {"layout": LAYOUT_VERSION,
+         **{k: dataclasses.asdict(v) if isinstance(v, SceneSpec) else v for k, v in arguments.items()}},
+        sort_keys=True
     )
     digest = hashlib.sha256(serialized.encode()).hexdigest()[:8]
     data_dir = cache_root() / "data"

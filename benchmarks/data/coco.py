@@ -92,13 +92,14 @@ def _segmentation_problem(segmentation, height: int, width: int) -> str | None:
     return f"has a segmentation that is neither a polygon list nor an RLE dict: {segmentation!r:.80}"
 
 
-def load_coco_annotations(source, with_masks: bool = False) -> dict:
+def load_coco_annotations(source, with_masks: bool = False, name: str | None = None) -> dict:
     """Read (from a path) and validate COCO instance annotations; every error names the file.
 
-    ``source`` may also be an already loaded dict, which is validated the same way (and not copied).
+    ``source`` may also be an already loaded dict, which is validated the same way (and not copied); errors then
+    name it ``name``.
     """
     if isinstance(source, dict):
-        annotation_file, dataset = "the COCO annotation dict", source
+        annotation_file, dataset = name or "the COCO annotation dict", source
     else:
         annotation_file = Path(source)
         if not annotation_file.is_file():
@@ -182,7 +183,8 @@ class COCODetection(torch.utils.data.Dataset):
 
     Args:
         image_dir: directory that the images' ``file_name`` entries are relative to.
-        ann_file: COCO instances json.
+        ann_file: COCO instances json, or an already loaded COCO-format dict (a VOC split read by
+            ``benchmarks.data.voc``, several sets concatenated); ``source`` then names it in messages.
         with_masks: return instance masks (polygons, compressed or uncompressed RLE).
         filter_empty: drop images without a usable annotation (for training; evaluate with False).
         transforms: optional callable ``(image, target) -> (image, target)``.
@@ -200,14 +202,17 @@ class COCODetection(torch.utils.data.Dataset):
         filter_empty: bool = True,
         transforms: Callable | None = None,
         mask_format: str = "polygon",
+        source: str | None = None,
     ):
         if mask_format not in ("polygon", "bitmask"):
             raise ValueError(f"mask_format must be 'polygon' or 'bitmask', got {mask_format!r}")
         self.image_dir = Path(image_dir)
-        self.ann_file = Path(ann_file)
+        loaded = isinstance(ann_file, dict)
+        # what messages name: the annotation file, or what the loaded dict was read from
+        self.ann_file = source or ("the COCO annotation dict" if loaded else Path(ann_file))
         self.with_masks = with_masks
         self.transforms = transforms
-        dataset = load_coco_annotations(self.ann_file, with_masks)
+        dataset = load_coco_annotations(ann_file, with_masks, name=str(self.ann_file))
         with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress
             self.coco = COCO()
             self.coco.dataset = dataset

@@ -99,6 +99,9 @@ _C.DATASETS = CN()
 _C.DATASETS.ROOT = ""
 _C.DATASETS.TRAIN = ("coco_2017_train",)
 _C.DATASETS.TEST = ("coco_2017_val",)
+# Class names in category-id order. VOC-layout data is read with them (empty: VOC's 20 classes); COCO json names
+# its own categories, which must then be these.
+_C.DATASETS.CLASS_NAMES = ()
 
 _C.DATALOADER = CN()
 _C.DATALOADER.NUM_WORKERS = 2
@@ -166,11 +169,13 @@ _SIMILAR_CLASSES = Rule(f"'' (the default), {', '.join(SIMILAR_KEYWORDS)} or an 
                         lambda v: isinstance(v, str) and (v in ("", *SIMILAR_KEYWORDS) or os.path.isfile(v)))
 
 
+_DATASET_NAME = Rule("", lambda value: isinstance(value, str) and bool(value))
+
+
 def _one_dataset(example: str) -> Rule:
-    name = Rule("", lambda value: isinstance(value, str) and bool(value))
-    return sequence(f"one dataset name, e.g. {example}", name, length=1,
-                    not_implemented=sequence("", name, min_length=2).test,
-                    note="training or testing on several datasets at once is not implemented")
+    return sequence(f"one dataset name, e.g. {example}", _DATASET_NAME, length=1,
+                    not_implemented=sequence("", _DATASET_NAME, min_length=2).test,
+                    note="testing on several datasets at once is not implemented")
 
 
 DETECTION_RULES = {
@@ -243,8 +248,13 @@ DETECTION_RULES = {
     "INPUT.RANDOM_FLIP": choice("horizontal", "none", planned=("vertical",),
                                 note="only horizontal flips are implemented"),
     "DATASETS.ROOT": STRING,  # read (and so checked) when the datasets are resolved
-    "DATASETS.TRAIN": _one_dataset("('coco_2017_train',)"),  # the names are checked when they are resolved
+    # the names are checked when they are resolved; several training sets are concatenated (VOC07+12)
+    "DATASETS.TRAIN": sequence("one or more dataset names, e.g. ('voc_2007_trainval', 'voc_2012_trainval')",
+                               _DATASET_NAME, min_length=1),
     "DATASETS.TEST": _one_dataset("('coco_2017_val',)"),
+    "DATASETS.CLASS_NAMES": Rule("a list of distinct class names (VOC-layout data), or empty",
+                                 lambda v: isinstance(v, (list, tuple)) and all(isinstance(n, str) and n for n in v)
+                                 and len(set(v)) == len(v)),
     "DATALOADER.NUM_WORKERS": integer(0),
     "DATALOADER.ASPECT_RATIO_GROUPING": BOOLEAN,
     "SOLVER.IMS_PER_BATCH": integer(1),

@@ -27,7 +27,7 @@ def measure_speed(cfg, train_iters: int = 10, inference_images: int = 20, warmup
     """Median seconds per training iteration (forward, backward, SGD step) and per test image, after warm-up."""
     validate_detection_config(cfg)
     device = current_device()
-    train_set, test_set = load_datasets(cfg)
+    train_set, test_set, _ = load_datasets(cfg)
     seed_everything(cfg.SEED)
     model = build_rcnn_c4(cfg, resolve_norm(cfg.MODEL.RESNETS.NORM, device)).to(device)
     dtype = amp_dtype(device, cfg.SOLVER.AMP.ENABLED)

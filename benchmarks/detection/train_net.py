@@ -9,8 +9,7 @@ import torch
 from converters import load_backbone
 from converters.io import CheckpointError, atomic_write_text, load_torch_file
 
-from ..data.builtin import builtin_data_root
-from ..data.coco import DATASET_CATALOG, COCODetection, resolve_dataset
+from ..data.coco import COCODetection
 from ..diagnosis.report import diagnose
 from ..engine.checkpoint import Checkpointer
 from ..engine.distributed import current_device, get_rank, get_world_size, is_main_process
@@ -23,7 +22,9 @@ from ..modeling.norm import resolve_norm
 from ..modeling.rcnn import build_rcnn_c4, load_backbone_weights
 from .config import validate_detection_config
 from .data import build_test_loader, build_train_loader
-from .evaluation import evaluate_coco, results_table, run_inference
+from .datasets import dataset_root, resolve_detection_split, to_voc_results
+from .evaluation import COCO_METRICS, evaluate_coco, results_table, run_inference
+from .voc_evaluation import VOC_METRICS, evaluate_voc
 
 logger = logging.getLogger("transferlab")
 
@@ -51,28 +52,36 @@ def scale_to_world_size(cfg):
     return cfg
 
 
-def dataset_root(cfg):
-    """``DATASETS.ROOT``; else the built-in data when a catalog name needs a root; else none (path pairs only)."""
-    if cfg.DATASETS.ROOT:
-        return Path(cfg.DATASETS.ROOT)
-    if any(name in DATASET_CATALOG for name in (*cfg.DATASETS.TRAIN, *cfg.DATASETS.TEST)):
-        return builtin_data_root()
-    return None
-
-
 def load_datasets(cfg):
+    """``(train_set, test_set, test_split)``: the datasets to train and evaluate on, and how the test set is scored."""
     root = dataset_root(cfg)
-    train_set = COCODetection(*resolve_dataset(cfg.DATASETS.TRAIN[0], root), with_masks=cfg.MODEL.MASK_ON,
-                              mask_format=cfg.INPUT.MASK_FORMAT)
-    test_set = COCODetection(*resolve_dataset(cfg.DATASETS.TEST[0], root), with_masks=False, filter_empty=False)
+    class_names = tuple(cfg.DATASETS.CLASS_NAMES)
+    train_split = resolve_detection_split(cfg.DATASETS.TRAIN, root, class_names)
+    test_split = resolve_detection_split(cfg.DATASETS.TEST, root, class_names)
+    if cfg.MODEL.MASK_ON and "voc" in (train_split.metric, test_split.metric):
+        raise ValueError(f"MODEL.MASK_ON True needs instance masks, which VOC detection data ({train_split.source}) "
+                         "does not have: Faster R-CNN only (MODEL.MASK_ON False)")
+    train_set = COCODetection(train_split.image_dir, train_split.annotations, with_masks=cfg.MODEL.MASK_ON,
+                              mask_format=cfg.INPUT.MASK_FORMAT, source=train_split.source)
+    test_set = COCODetection(test_split.image_dir, test_split.annotations, with_masks=False, filter_empty=False,
+                             source=test_split.source)
     for dataset in (train_set, test_set):
         dataset.check_images()
         if len(dataset.class_names) != cfg.MODEL.ROI_HEADS.NUM_CLASSES:
             raise ValueError(f"{dataset.ann_file} has {len(dataset.class_names)} categories but "
                              f"MODEL.ROI_HEADS.NUM_CLASSES is {cfg.MODEL.ROI_HEADS.NUM_CLASSES}")
-    logger.info("Train: %s (%d images), test: %s (%d images), %d classes", train_set.ann_file, len(train_set),
-                test_set.ann_file, len(test_set), len(train_set.class_names))
-    return train_set, test_set
+    if train_set.class_names != test_set.class_names:
+        raise ValueError(f"{train_set.ann_file} and {test_set.ann_file} have different categories "
+                         f"({train_set.class_names} vs {test_set.class_names})")
+    logger.info("Train: %s (%d images), test: %s (%d images, %s), %d classes", train_set.ann_file, len(train_set),
+                test_set.ann_file, len(test_set), describe_metric(test_split), len(train_set.class_names))
+    return train_set, test_set, test_split
+
+
+def describe_metric(split) -> str:
+    if split.metric == "voc":
+        return "VOC AP, " + ("VOC07 11-point" if split.use_07_metric else "area under the precision envelope")
+    return "COCO AP"
 
 
 def initialize_backbone(model, cfg) -> None:
@@ -126,10 +135,27 @@ def detection_losses(device):
     return compute
 
 
-def write_results(output_dir: Path, metrics: dict, results: list) -> None:
-    atomic_write_text(output_dir / "coco_instances_results.json", json.dumps(results))
+def write_results(output_dir: Path, metrics: dict, results: list, test_set, test_split) -> None:
+    """metrics.json, results.md and the detections: COCO result records, or for a VOC test set the records in
+    Detectron2's VOC conventions (``tools/evaluate.py --metric voc`` reads them back)."""
+    if test_split.metric == "voc":
+        atomic_write_text(output_dir / "voc_instances_results.json",
+                          json.dumps(to_voc_results(results, test_set.coco.imgs)))
+    else:
+        atomic_write_text(output_dir / "coco_instances_results.json", json.dumps(results))
     atomic_write_text(output_dir / "metrics.json", json.dumps(metrics, indent=2))
-    atomic_write_text(output_dir / "results.md", results_table(metrics) + "\n")
+    atomic_write_text(output_dir / "results.md", results_table(metrics, metric_names(test_split)) + "\n")
+
+
+def metric_names(test_split) -> tuple:
+    return VOC_METRICS if test_split.metric == "voc" else COCO_METRICS
+
+
+def evaluate_results(test_set, test_split, results: list, iou_types, coco_backend: str) -> dict:
+    if test_split.metric == "voc":
+        return evaluate_voc(test_split.voc_ground_truth, to_voc_results(results, test_set.coco.imgs),
+                            test_set.class_names, test_split.use_07_metric)
+    return evaluate_coco(test_set.coco, results, iou_types, coco_backend)
 
 
 def write_diagnosis(cfg, output_dir: Path, coco_gt, results: list, iou_types) -> None:
@@ -155,7 +181,7 @@ def run(cfg, resume: bool = False, eval_only: bool = False) -> dict:
     output_dir.mkdir(parents=True, exist_ok=True)
     device = current_device()
 
-    train_set, test_set = load_datasets(cfg)
+    train_set, test_set, test_split = load_datasets(cfg)
 
     seed_everything(cfg.SEED)  # identical initialization on every rank
     norm = resolve_norm(cfg.MODEL.RESNETS.NORM, device)
@@ -205,12 +231,13 @@ def run(cfg, resume: bool = False, eval_only: bool = False) -> dict:
                                 amp_dtype(device, cfg.SOLVER.AMP.ENABLED))
         if not is_main_process():
             return None
-        metrics = evaluate_coco(test_set.coco, results, iou_types, cfg.TEST.COCO_BACKEND)
+        metrics = evaluate_results(test_set, test_split, results, iou_types, cfg.TEST.COCO_BACKEND)
         events.write(iteration, {f"{iou_type}/{name}": value for iou_type, stats in metrics.items()
                                  for name, value in stats.items()})
-        logger.info("Evaluation at iteration %d on %s:\n%s", iteration, cfg.DATASETS.TEST[0], results_table(metrics))
+        logger.info("Evaluation at iteration %d on %s:\n%s", iteration, cfg.DATASETS.TEST[0],
+                    results_table(metrics, metric_names(test_split)))
         if eval_only or iteration >= cfg.SOLVER.MAX_ITER:
-            write_results(output_dir, metrics, results)
+            write_results(output_dir, metrics, results, test_set, test_split)
             write_diagnosis(cfg, output_dir, test_set.coco, results, iou_types)
         return metrics
 
