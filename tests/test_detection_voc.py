@@ -4,14 +4,14 @@ import json
 
 import pytest
 
-from benchmarks.data import write_voc
+from benchmarks.data import write_coco, write_voc
 from benchmarks.data.synthetic import CATEGORIES
 from benchmarks.detection import train_net
 from benchmarks.detection.config import validate_detection_config
 from benchmarks.detection.datasets import concatenate, resolve_detection_split, to_voc_results
 from benchmarks.engine.validation import ConfigError
 
-from .conftest import TINY_SPEC
+from .conftest import REPO, TINY_SPEC
 from .test_detection_engine import run_tool, tiny_cfg
 
 SHAPES = [category["name"] for category in CATEGORIES]
@@ -128,3 +128,36 @@ def test_voc_task_under_torchrun(tiny_voc_root, tiny_voc_config, tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "naiveSyncBN" in (tmp_path / "ddp" / "log.txt").read_text()
     assert json.loads((tmp_path / "ddp" / "metrics.json").read_text())["bbox"].keys() >= {"AP", "AP50", "AP75"}
+
+
+@pytest.fixture(scope="module")
+def real_layout_root(tmp_path_factory):
+    """COCO 2017 and VOCdevkit 2007/2012 layouts with the real file names, a few tiny images each."""
+    root = tmp_path_factory.mktemp("real_layout")
+    for split in ("train2017", "val2017"):
+        write_coco(root, split, 3, TINY_SPEC, seed=3)
+    write_voc(root / "VOC2007", {"train": ("train", 3), "val": ("val", 2), "test": ("test", 2)}, TINY_SPEC, seed=4)
+    write_voc(root / "VOC2012", {"train": ("train", 2), "val": ("val", 2)}, TINY_SPEC, seed=5)
+    return root
+
+
+@pytest.mark.parametrize("config, train_images, test_metric", [
+    ("coco_R_50_C4_1x.yaml", 3, "COCO AP"),
+    ("coco_R_50_C4_2x.yaml", 3, "COCO AP"),
+    ("coco_R_50_C4_1x_bs8.yaml", 3, "COCO AP"),
+    ("pascal_voc_R_50_C4_24k.yaml", 5 + 4, "VOC07 11-point"),  # VOC07 trainval + VOC12 trainval
+    ("pascal_voc07_R_50_C4_9k.yaml", 5, "VOC07 11-point"),
+    ("pascal_voc0712_val2012_R_50_C4_24k.yaml", 3 + 2, "area under the precision envelope"),  # train only
+])
+def test_paper_configs_read_the_real_layouts(config, train_images, test_metric, real_layout_root, tmp_path, caplog):
+    """Each paper recipe's dataset names resolve under a data root in the real layout, scored by the paper's metric
+    (the generated shapes stand in for VOC's classes through DATASETS.CLASS_NAMES)."""
+    overrides = ["MODEL.ROI_HEADS.NUM_CLASSES", "6"]
+    if config.startswith("pascal"):
+        overrides += ["DATASETS.CLASS_NAMES", repr(tuple(SHAPES))]
+    cfg = tiny_cfg(REPO / "configs" / "detection" / config, real_layout_root, tmp_path, *overrides)
+    validate_detection_config(cfg, world_size=1)
+    with caplog.at_level("INFO", logger="transferlab"):
+        train_set, test_set, _ = train_net.load_datasets(cfg)
+    assert len(train_set) == train_images
+    assert test_metric in caplog.text
