@@ -3,12 +3,13 @@
 from .builtin import builtin_data_root, cache_root, write_builtin_set
 from .coco import DATASET_CATALOG, COCODetection, load_coco_annotations, resolve_dataset
 from .synthetic import CATEGORIES, GENERATOR_VERSION, SceneSpec, render_scene, scene_rng
-from .writers import write_coco, write_image_folder, write_image_pool, write_voc
+from .writers import SHAPE_TO_BDD_CLASS, write_bdd, write_coco, write_image_folder, write_image_pool, write_voc
 
 __all__ = [
     "CATEGORIES",
     "DATASET_CATALOG",
     "GENERATOR_VERSION",
+    "SHAPE_TO_BDD_CLASS",
     "COCODetection",
     "SceneSpec",
     "builtin_data_root",
@@ -17,6 +18,7 @@ __all__ = [
     "render_scene",
     "resolve_dataset",
     "scene_rng",
+    "write_bdd",
     "write_builtin_set",
     "write_coco",
     "write_image_folder",

@@ -17,12 +17,15 @@ import numpy as np
 from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
+from .bdd import BDD_2018_NAMES, BDD_IMAGE_DIR, BDD_LABEL_FILES
 from .synthetic import CATEGORIES, GENERATOR_VERSION, SceneSpec, render_scene, scene_rng
 
-__all__ = ["write_coco", "write_image_pool", "write_image_folder", "write_multilabel_csv", "write_voc"]
+__all__ = ["SHAPE_TO_BDD_CLASS", "write_bdd", "write_coco", "write_image_pool", "write_image_folder",
+           "write_multilabel_csv", "write_voc"]
 
 JPEG_QUALITY = 95
 PROGRESS_BAR_MIN_IMAGES = 300  # smaller writes finish too fast for a progress bar to help
+_CATEGORY_NAMES = {category["id"]: category["name"] for category in CATEGORIES}
 
 
 def _atomic_write_bytes(path: Path, data: bytes):
@@ -115,6 +118,12 @@ def write_coco(root, split: str, num_images: int, spec: SceneSpec = SceneSpec(),
     return annotation_file
 
 
+def _touches_border(bbox, spec: SceneSpec) -> bool:
+    """Whether a COCO box touches the image border: the object may be cut off (VOC's and BDD's ``truncated``)."""
+    x, y, w, h = bbox
+    return x == 0 or y == 0 or x + w == spec.width or y + h == spec.height
+
+
 def _voc_xml(voc_id: str, height: int, width: int, objects: list[tuple]) -> str:
     body = "".join(
         f"<object><name>{name}</name><pose>Unspecified</pose><truncated>{int(truncated)}</truncated>"
@@ -151,9 +160,8 @@ def write_voc(year_dir, splits: dict, spec: SceneSpec = SceneSpec(), seed: int =
             objects = []
             for instance in instances:
                 x, y, w, h = instance["bbox"]
-                truncated = x == 0 or y == 0 or x + w == spec.width or y + h == spec.height
-                objects.append((_CATEGORY_NAMES[instance["category_id"]], truncated, bool(instance["iscrowd"]),
-                                (x + 1, y + 1, x + w, y + h)))
+                objects.append((_CATEGORY_NAMES[instance["category_id"]], _touches_border(instance["bbox"], spec),
+                                bool(instance["iscrowd"]), (x + 1, y + 1, x + w, y + h)))
             _write_jpeg(year_dir / "JPEGImages" / f"{voc_id}.jpg", image)
             _atomic_write_bytes(year_dir / "Annotations" / f"{voc_id}.xml",
                                 _voc_xml(voc_id, spec.height, spec.width, objects).encode())
@@ -165,6 +173,64 @@ def write_voc(year_dir, splits: dict, spec: SceneSpec = SceneSpec(), seed: int =
         split_file = year_dir / "ImageSets" / "Main" / f"{voc_split}.txt"
         _atomic_write_bytes(split_file, "".join(f"{voc_id}\n" for voc_id in ids).encode())
     return year_dir
+
+
+# The generator's shapes as BDD100K classes: each look-alike pair (round, polygon, spiky) becomes two classes of one
+# det.toml supercategory (human, vehicle, bike), so similar-class error analyses keep their meaning.
+SHAPE_TO_BDD_CLASS = {"circle": "pedestrian", "ring": "rider", "square": "car", "triangle": "truck",
+                      "star": "motorcycle", "cross": "bicycle"}
+_DET_20_TO_2018_NAMES = {new: old for old, new in BDD_2018_NAMES.items()}
+
+
+def _bdd_frame(name: str, instances: list[dict], spec: SceneSpec, label_format: str, first_label_id: int) -> dict:
+    """One frame as the real files have it; box2d corners are inclusive pixels, the inverse of bdd100k's
+    ``[x1, y1, x2 - x1 + 1, y2 - y1 + 1]``."""
+    labels = []
+    for offset, instance in enumerate(instances):
+        x, y, w, h = instance["bbox"]
+        category = SHAPE_TO_BDD_CLASS[_CATEGORY_NAMES[instance["category_id"]]]
+        if label_format == "2018":
+            category = _DET_20_TO_2018_NAMES.get(category, category)
+        attributes = {"truncated": _touches_border(instance["bbox"], spec),
+                      "trafficLightColor": "NA" if label_format == "det_20" else "none",
+                      "crowd": bool(instance["iscrowd"])}
+        labels.append({"id": str(first_label_id + offset), "category": category, "attributes": attributes,
+                       "box2d": {"x1": x, "y1": y, "x2": x + w - 1, "y2": y + h - 1}})
+    frame = {"name": name, "attributes": {"weather": "undefined", "scene": "undefined", "timeofday": "undefined"},
+             "timestamp": 10000, "size": {"width": spec.width, "height": spec.height}}
+    if labels:  # det_train.json leaves out the labels of a frame without objects (bdd100k issue #152)
+        frame["labels"] = labels
+    return frame
+
+
+def write_bdd(root, splits: dict, spec: SceneSpec = SceneSpec(), seed: int = 0, label_format: str = "det_20") -> Path:
+    """Write BDD100K's layout under the data root ``root`` and return ``root``: ``bdd100k/images/100k/<split>/
+    <coco_split>-<n>.jpg`` and the labels of ``label_format``, ``"det_20"`` (``bdd100k/labels/det_20/
+    det_<split>.json``) or ``"2018"`` (``bdd100k/labels/bdd100k_labels_images_<split>.json``, with the 2018 names).
+
+    ``splits`` maps each BDD split to ``(coco_split, num_images)``: its scenes are those ``write_coco`` writes for
+    ``coco_split`` with the same seed, shapes named by ``SHAPE_TO_BDD_CLASS``. A crowd is a label with the
+    ``crowd`` attribute, which bdd100k's converter makes ``iscrowd``; the ``truncated`` attribute marks objects
+    touching the border; ``occluded`` is left out, as the generator does not record who hides whom. Each frame
+    carries its ``size``, since the scenes are not BDD's 1280 x 720.
+    """
+    if label_format not in BDD_LABEL_FILES:
+        raise ValueError(f"write_bdd: label_format must be one of {', '.join(BDD_LABEL_FILES)}, got {label_format!r}")
+    root = Path(root)
+    for bdd_split, (coco_split, num_images) in splits.items():
+        image_dir = root / BDD_IMAGE_DIR.format(split=bdd_split)
+        label_file = root / BDD_LABEL_FILES[label_format].format(split=bdd_split)
+        image_dir.mkdir(parents=True, exist_ok=True)
+        label_file.parent.mkdir(parents=True, exist_ok=True)
+        frames, next_label_id = [], 0
+        for index in _progress(range(num_images), num_images, f"BDD100K {bdd_split}"):
+            image, instances = render_scene(scene_rng(seed, f"coco/{coco_split}", index), spec)
+            name = f"{coco_split}-{index + 1:07d}.jpg"
+            _write_jpeg(image_dir / name, image)
+            frames.append(_bdd_frame(name, instances, spec, label_format, next_label_id))
+            next_label_id += len(instances)
+        _atomic_write_bytes(label_file, json.dumps(frames, separators=(",", ":")).encode())
+    return root
 
 
 def write_image_pool(directory, num_images: int, spec: SceneSpec = SceneSpec(), seed: int = 0) -> Path:
@@ -196,8 +262,6 @@ def _labelled_scenes(seed: int, stream: str, num_images: int, spec: SceneSpec, l
                 progress.update()
             index += 1
 
-
-_CATEGORY_NAMES = {category["id"]: category["name"] for category in CATEGORIES}
 
 
 def _dominant_category(instances) -> str | None:
