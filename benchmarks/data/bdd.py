@@ -35,6 +35,12 @@ first); ``file_name`` is always the ``name`` (scalabel would take a frame's ``ur
 have); ``lane`` and ``drivable area`` labels are skipped, where bdd100k's category step stops at its assert (so
 the 2018 files can be read at all); a detection-class label without ``box2d``, which ``scalabel2coco_detection``
 would skip silently, and a box with ``x2 < x1`` or ``y2 < y1`` are errors, not data.
+
+Checked once (not a test: scalabel is no dependency) by running bdd100k 9ac17c6's ``to_coco`` steps
+(``bdd100k_to_scalabel`` with the det config, then ``scalabel2coco_detection``; scalabel 0.3.1, pydantic 1.10) on
+hand-written det_20 and 2018 files (every mapped, ignored and crowd case above) and on ``write_bdd`` output in both
+formats: categories, image ids, names and attributes, and every annotation's id, image, category, bbox, area,
+iscrowd and label id came out identical; image sizes differed only where frames carry a ``size``.
 """
 
 from __future__ import annotations
