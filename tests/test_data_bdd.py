@@ -233,9 +233,9 @@ def test_generated_bdd_loads_in_coco_detection_from_memory(tmp_path):
     root = write_bdd(tmp_path, {"val": ("val", 4)}, SceneSpec(height=64, width=80), seed=1)
     image_dir, label_file = resolve_bdd_dataset("bdd100k_det_val", root)
     coco = read_bdd_labels(label_file)
-    dataset = COCODetection(image_dir, coco, with_masks=False, filter_empty=False)
+    dataset = COCODetection(image_dir, coco, with_masks=False, filter_empty=False, source=str(label_file))
     dataset.check_images()
-    assert dataset.ann_file == label_file
+    assert dataset.ann_file == str(label_file)
     assert dataset.class_names == list(BDD_CLASS_NAMES)
     image, target = dataset[0]
     assert tuple(image.shape) == (3, 64, 80)

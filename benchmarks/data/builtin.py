@@ -20,6 +20,7 @@ from pathlib import Path
 from .synthetic import CATEGORIES, GENERATOR_VERSION, SceneSpec
 from .writers import (
     _atomic_write_bytes,
+    write_bdd,
     write_coco,
     write_image_folder,
     write_image_pool,
@@ -105,7 +106,9 @@ def write_builtin_set(
 
     Layout: COCO splits ``annotations/instances_{train,val}.json`` with images in ``train/`` and
     ``val/``; the same scenes in the VOCdevkit layout, ``VOC2007/`` with ``trainval`` (the COCO train scenes) and
-    ``test`` (the val scenes); an unlabeled ``pool/``; ImageFolder splits ``classification/{train,val,test}/<class>/``;
+    ``test`` (the val scenes), and in BDD100K's, ``bdd100k/images/100k/{train,val}/`` with
+    ``bdd100k/labels/det_20/det_{train,val}.json``; an unlabeled ``pool/``; ImageFolder splits
+    ``classification/{train,val,test}/<class>/``;
     multi-label splits ``classification_multilabel/{train,val,test}.csv`` with their images in
     ``classification_multilabel/{train,val,test}/``; ImageFolder splits of two visually distinct domains of the
     classification task, ``domain_a/{train,val,test}/<class>/`` and ``domain_b/...`` (each split's count per
@@ -116,6 +119,7 @@ def write_builtin_set(
     write_coco(root, "val", val_images, detection_spec, seed)
     write_voc(root / "VOC2007", {"trainval": ("train", train_images), "test": ("val", val_images)}, detection_spec,
               seed)
+    write_bdd(root, {"train": ("train", train_images), "val": ("val", val_images)}, detection_spec, seed)
     write_image_pool(root / "pool", pool_images, small_image_spec, seed)
     for split, count in (("train", classification_train_images), ("val", classification_val_images),
                          ("test", classification_test_images)):
@@ -181,8 +185,8 @@ def _default_set_arguments() -> dict:
 
 _BUILTIN_SETS = {"default": _default_set_arguments}
 # Bump when write_builtin_set writes a new layout (not new pixels: that is GENERATOR_VERSION), so caches without it
-# are regenerated. 2: VOC2007/.
-LAYOUT_VERSION = 2
+# are regenerated. 2: VOC2007/. 3: bdd100k/.
+LAYOUT_VERSION = 3
 
 
 def generated_set_version(data_root):

@@ -99,8 +99,8 @@ _C.DATASETS = CN()
 _C.DATASETS.ROOT = ""
 _C.DATASETS.TRAIN = ("coco_2017_train",)
 _C.DATASETS.TEST = ("coco_2017_val",)
-# Class names in category-id order. VOC-layout data is read with them (empty: VOC's 20 classes); COCO json names
-# its own categories, which must then be these.
+# Class names in category-id order. VOC-layout data is read with them (empty: VOC's 20 classes); COCO json and
+# BDD100K name their own categories, which must then be these.
 _C.DATASETS.CLASS_NAMES = ()
 
 _C.DATALOADER = CN()

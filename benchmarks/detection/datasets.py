@@ -5,6 +5,9 @@ metric that scores them, as Detectron2's dataset catalog and ``build_evaluator``
 - Detectron2's VOC names (``voc_2007_trainval``, ``voc_2012_val``, …): the VOCdevkit layout read by
   ``benchmarks.data.voc``, scored with ``PascalVOCDetectionEvaluator``'s metric, VOC07's 11-point AP for 2007 sets
   and the area method otherwise (Detectron2 keys it on the year).
+- BDD100K names (``bdd100k_det_train``, ``bdd100k_det_val``; ``bdd100k_2018_det_*`` for the 2018 label files): the
+  BDD100K layout read by ``benchmarks.data.bdd`` (bdd100k's own COCO conversion, in memory), COCO AP as bdd100k's
+  evaluation computes it.
 - Several training names are concatenated, as Detectron2 concatenates VOC07+12 trainval (MoCo Table 2).
 """
 from __future__ import annotations
@@ -13,6 +16,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..data.bdd import BDD_DATASETS, read_bdd_labels, resolve_bdd_dataset
 from ..data.builtin import builtin_data_root
 from ..data.coco import DATASET_CATALOG, load_coco_annotations, resolve_dataset
 from ..data.voc import VOC_CLASS_NAMES, VOC_DATASETS, read_voc_split, resolve_voc_dataset
@@ -36,7 +40,7 @@ def is_voc_dataset(name: str) -> bool:
 
 
 def needs_data_root(names) -> bool:
-    return any(name in DATASET_CATALOG or is_voc_dataset(name) for name in names)
+    return any(name in DATASET_CATALOG or name in BDD_DATASETS or is_voc_dataset(name) for name in names)
 
 
 def dataset_root(cfg) -> Path | None:
@@ -56,13 +60,19 @@ def _resolve_one(name: str, root, class_names) -> DetectionSplit:
         annotations, ground_truth = read_voc_split(year_dir, split, tuple(class_names) or VOC_CLASS_NAMES)
         return DetectionSplit((name,), year_dir, annotations, str(year_dir / "ImageSets" / "Main" / f"{split}.txt"),
                               "voc", ground_truth, use_07_metric=year_dir.name == "VOC2007")
-    image_dir, annotation_file = resolve_dataset(name, root)
-    split = DetectionSplit((name,), image_dir, annotation_file, str(annotation_file), "coco")
-    if class_names:  # COCO json names its own classes: they must be the ones given
-        split.annotations = load_coco_annotations(annotation_file)
+    if name in BDD_DATASETS:
+        if root is None:
+            raise ValueError(f"BDD100K dataset {name!r} needs a data root (DATASETS.ROOT or --data-root)")
+        image_dir, label_file = resolve_bdd_dataset(name, root)
+        split = DetectionSplit((name,), image_dir, read_bdd_labels(label_file), str(label_file), "coco")
+    else:
+        image_dir, annotation_file = resolve_dataset(name, root)
+        split = DetectionSplit((name,), image_dir, annotation_file, str(annotation_file), "coco")
+    if class_names:  # COCO json and BDD100K name their own classes: they must be the ones given
+        split.annotations = _as_dict(split)
         names = [c["name"] for c in sorted(split.annotations["categories"], key=lambda c: c["id"])]
         if names != list(class_names):
-            raise ValueError(f"{annotation_file} names its categories {names} (in id order), but "
+            raise ValueError(f"{split.source} names its categories {names} (in id order), but "
                              f"DATASETS.CLASS_NAMES is {list(class_names)}; they must agree (or leave it empty)")
     return split
 

@@ -1,10 +1,11 @@
-"""The VOC detection task: dataset names resolved as Detectron2's catalog, VOC07+12 concatenation, the VOC metric
-chosen by year, detections written in Detectron2's VOC conventions, end to end in one process and under torchrun."""
+"""The VOC and BDD100K detection tasks: dataset names resolved as Detectron2's catalog, VOC07+12 concatenation, the
+VOC metric chosen by year, detections written in Detectron2's VOC conventions, each paper config on the real
+layouts, end to end in one process and under torchrun."""
 import json
 
 import pytest
 
-from benchmarks.data import write_coco, write_voc
+from benchmarks.data import write_bdd, write_coco, write_voc
 from benchmarks.data.synthetic import CATEGORIES
 from benchmarks.detection import train_net
 from benchmarks.detection.config import validate_detection_config
@@ -39,6 +40,17 @@ DATASETS:
   CLASS_NAMES: {tuple(SHAPES)}
 """)
     return path
+
+
+@pytest.fixture(scope="module")
+def tiny_bdd(tiny_detection_config, tmp_path_factory):
+    """A tiny BDD100K layout (det_20 labels; train 8, val 4) and a config for it: ``(data root, config)``."""
+    root = write_bdd(tmp_path_factory.mktemp("tiny_bdd"), {"train": ("train", 8), "val": ("val", 4)}, TINY_SPEC,
+                     seed=1)
+    config = root / "tiny_bdd.yaml"
+    config.write_text(f'_BASE_: "{tiny_detection_config}"\nMODEL:\n  MASK_ON: False\n  ROI_HEADS:\n'
+                      '    NUM_CLASSES: 10\nDATASETS:\n  TRAIN: ("bdd100k_det_train",)\n  TEST: ("bdd100k_det_val",)\n')
+    return root, config
 
 
 def test_voc_names_resolve_with_the_metric_of_their_year(tiny_voc_root):
@@ -120,10 +132,26 @@ def test_voc_task_end_to_end_and_its_detections_re_evaluate_to_its_metrics(tiny_
     assert json.loads((tmp_path / "evaluated" / "metrics.json").read_text()) == metrics
 
 
-def test_voc_task_under_torchrun(tiny_voc_root, tiny_voc_config, tmp_path):
+def test_bdd_task_end_to_end(tiny_bdd, tmp_path):
+    """bdd_fasterrcnn: BDD's 10 classes, COCO AP from the in-memory conversion, detections in COCO result format."""
+    root, config = tiny_bdd
+    out = tmp_path / "bdd"
+    result = run_tool("tools/transfer.py", "--task", "bdd_fasterrcnn", "--config", str(config), "--data-root",
+                      str(root), "--weights", "none", "--output", str(out), "SOLVER.MAX_ITER", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["bbox"].keys() >= {"AP", "AP50", "AP75", "APs", "AP-pedestrian", "AP-traffic sign"}
+    assert "det_val.json" in (out / "log.txt").read_text()
+    detections = json.loads((out / "coco_instances_results.json").read_text())
+    assert all(isinstance(d["image_id"], int) for d in detections)
+
+
+@pytest.mark.parametrize("task", ["voc_fasterrcnn", "bdd_fasterrcnn"])
+def test_task_under_torchrun(task, tiny_voc_root, tiny_voc_config, tiny_bdd, tmp_path):
+    root, config = (tiny_voc_root, tiny_voc_config) if task == "voc_fasterrcnn" else tiny_bdd
     result = run_tool(
         "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "tools/transfer.py",
-        "--task", "voc_fasterrcnn", "--config", str(tiny_voc_config), "--data-root", str(tiny_voc_root),
+        "--task", task, "--config", str(config), "--data-root", str(root),
         "--weights", "none", "--output", str(tmp_path / "ddp"), "SOLVER.MAX_ITER", "2", timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "naiveSyncBN" in (tmp_path / "ddp" / "log.txt").read_text()
@@ -138,6 +166,7 @@ def real_layout_root(tmp_path_factory):
         write_coco(root, split, 3, TINY_SPEC, seed=3)
     write_voc(root / "VOC2007", {"train": ("train", 3), "val": ("val", 2), "test": ("test", 2)}, TINY_SPEC, seed=4)
     write_voc(root / "VOC2012", {"train": ("train", 2), "val": ("val", 2)}, TINY_SPEC, seed=5)
+    write_bdd(root, {"train": ("train", 4), "val": ("val", 2)}, TINY_SPEC, seed=6)
     return root
 
 
@@ -148,11 +177,12 @@ def real_layout_root(tmp_path_factory):
     ("pascal_voc_R_50_C4_24k.yaml", 5 + 4, "VOC07 11-point"),  # VOC07 trainval + VOC12 trainval
     ("pascal_voc07_R_50_C4_9k.yaml", 5, "VOC07 11-point"),
     ("pascal_voc0712_val2012_R_50_C4_24k.yaml", 3 + 2, "area under the precision envelope"),  # train only
+    ("bdd100k_R_50_C4_90k.yaml", 4, "COCO AP"),
 ])
 def test_paper_configs_read_the_real_layouts(config, train_images, test_metric, real_layout_root, tmp_path, caplog):
     """Each paper recipe's dataset names resolve under a data root in the real layout, scored by the paper's metric
     (the generated shapes stand in for VOC's classes through DATASETS.CLASS_NAMES)."""
-    overrides = ["MODEL.ROI_HEADS.NUM_CLASSES", "6"]
+    overrides = [] if config.startswith("bdd") else ["MODEL.ROI_HEADS.NUM_CLASSES", "6"]
     if config.startswith("pascal"):
         overrides += ["DATASETS.CLASS_NAMES", repr(tuple(SHAPES))]
     cfg = tiny_cfg(REPO / "configs" / "detection" / config, real_layout_root, tmp_path, *overrides)
@@ -161,3 +191,5 @@ def test_paper_configs_read_the_real_layouts(config, train_images, test_metric, 
         train_set, test_set, _ = train_net.load_datasets(cfg)
     assert len(train_set) == train_images
     assert test_metric in caplog.text
+
+
