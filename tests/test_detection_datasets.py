@@ -193,3 +193,13 @@ def test_paper_configs_read_the_real_layouts(config, train_images, test_metric, 
     assert test_metric in caplog.text
 
 
+
+
+@pytest.mark.parametrize("task", ["voc_fasterrcnn", "bdd_fasterrcnn"])
+def test_benchmark_tool_runs_the_task(task, tiny_voc_root, tiny_voc_config, tiny_bdd):
+    root, config = (tiny_voc_root, tiny_voc_config) if task == "voc_fasterrcnn" else tiny_bdd
+    result = run_tool("tools/benchmark.py", "--task", task, "--config", str(config), "--data-root", str(root),
+                      "--iters", "1", "--images", "1", "--warmup", "1", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    speed = json.loads(result.stdout[result.stdout.index("{"):])
+    assert speed["train_s_per_iter"] > 0 and speed["inference_s_per_image"] > 0
