@@ -24,29 +24,18 @@ class Task:
     run: Callable
 
 
-TASKS = {
-    "coco_maskrcnn": Task(
-        description="Mask R-CNN R50-C4 1x on COCO 2017 (box and mask AP), MoCo's protocol",
-        paper_config="detection/coco_R_50_C4_1x.yaml",
-        demo_config="detection/coco_R_50_C4_demo.yaml",
-        defaults=get_detection_defaults,
-        run=run_detection,
-    ),
-    "voc_fasterrcnn": Task(
-        description="Faster R-CNN R50-C4 24k on VOC07+12 trainval, VOC07 test (VOC07 11-point AP), MoCo Table 2",
-        paper_config="detection/pascal_voc_R_50_C4_24k.yaml",
-        demo_config="detection/pascal_voc_R_50_C4_demo.yaml",
-        defaults=get_detection_defaults,
-        run=run_detection,
-    ),
-    "bdd_fasterrcnn": Task(
-        description="Faster R-CNN R50-C4 90k on BDD100K det_20 train, val (COCO AP), HPT's recipe (Table 2)",
-        paper_config="detection/bdd100k_R_50_C4_90k.yaml",
-        demo_config="detection/bdd100k_R_50_C4_demo.yaml",
-        defaults=get_detection_defaults,
-        run=run_detection,
-    ),
+# The detection benchmarks share the detection engine and its config tree: (description, paper config, demo config).
+_DETECTION = {
+    "coco_maskrcnn": ("Mask R-CNN R50-C4 1x on COCO 2017 (box and mask AP), MoCo's protocol",
+                      "coco_R_50_C4_1x.yaml", "coco_R_50_C4_demo.yaml"),
+    "voc_fasterrcnn": ("Faster R-CNN R50-C4 24k on VOC07+12 trainval, VOC07 test (VOC07 11-point AP), MoCo Table 2",
+                       "pascal_voc_R_50_C4_24k.yaml", "pascal_voc_R_50_C4_demo.yaml"),
+    "bdd_fasterrcnn": ("Faster R-CNN R50-C4 90k on BDD100K det_20 train, val (COCO AP), HPT's recipe (Table 2)",
+                       "bdd100k_R_50_C4_90k.yaml", "bdd100k_R_50_C4_demo.yaml"),
 }
+TASKS = {name: Task(description=description, paper_config=f"detection/{paper}", demo_config=f"detection/{demo}",
+                    defaults=get_detection_defaults, run=run_detection)
+         for name, (description, paper, demo) in _DETECTION.items()}
 
 # The classification probes share one config tree; each reads its own section (benchmarks/classification/config.py).
 _PROBES = {
