@@ -1,4 +1,4 @@
-"""SGD and Detectron2's WarmupMultiStepLR, as the detection and segmentation recipes specify them."""
+"""SGD, Detectron2's WarmupMultiStepLR / WarmupCosineLR and mmseg's PolyLR, as the recipes specify them."""
 import bisect
 import logging
 import math
@@ -49,6 +49,19 @@ def warmup_cosine_factor(iteration: int, max_iter: int, warmup_iters: int, warmu
     """Detectron2's WarmupCosineLR factor: warmup times a half cosine from 1 to 0 over the run."""
     return (0.5 * (1.0 + math.cos(math.pi * iteration / max_iter))
             * warmup_factor_at(iteration, warmup_iters, warmup_factor, warmup_method))
+
+
+def poly_lr(iteration: int, base_lr: float, max_iter: int, power: float, min_lr: float) -> float:
+    """mmengine's PolyLR(eta_min, power, end=max_iter) in closed form: its step ``s`` multiplies ``lr - eta_min`` by
+    ``(1 - 1 / (T - s + 1)) ** power`` with ``T = max_iter - 1``, which telescopes to
+    ``(base - eta_min) * (1 - s / T) ** power + eta_min``: ``eta_min`` at the last iteration."""
+    last = max(max_iter - 1, 1)
+    return (base_lr - min_lr) * max(1.0 - iteration / last, 0.0) ** power + min_lr
+
+
+def build_poly_scheduler(optimizer, base_lr: float, max_iter: int, power: float, min_lr: float):
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda it: poly_lr(it, base_lr, max_iter, power, min_lr) / base_lr)
 
 
 def build_lr_scheduler(optimizer, solver_cfg) -> torch.optim.lr_scheduler.LambdaLR:
