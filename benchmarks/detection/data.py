@@ -7,8 +7,8 @@ import torch
 import torchvision.transforms.v2.functional as TF
 from torch.utils.data import DataLoader, Dataset
 
-from ..engine.distributed import get_rank, get_world_size
-from ..engine.sampler import GroupedBatchSampler, InfiniteSampler, SeededSamples
+from ..engine.distributed import get_world_size
+from ..engine.sampler import GroupedBatchSampler, InfiniteSampler, SeededSamples, ShardSampler
 
 
 def shortest_edge_size(height: int, width: int, short_edge: int, max_size: int):
@@ -152,21 +152,6 @@ def build_train_loader(cfg, dataset, start_iter: int) -> DataLoader:
         generator=torch.Generator().manual_seed(cfg.SEED),
         persistent_workers=cfg.DATALOADER.NUM_WORKERS > 0,
     )
-
-
-class ShardSampler(torch.utils.data.Sampler):
-    """Contiguous, unpadded shards of the test set, one per rank (Detectron2's InferenceSampler)."""
-
-    def __init__(self, size: int):
-        rank, world_size = get_rank(), get_world_size()
-        shard = (size + world_size - 1) // world_size
-        self.indices = range(rank * shard, min(size, (rank + 1) * shard))
-
-    def __iter__(self):
-        return iter(self.indices)
-
-    def __len__(self):
-        return len(self.indices)
 
 
 def build_test_loader(cfg, dataset) -> DataLoader:

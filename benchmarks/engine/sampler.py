@@ -105,3 +105,18 @@ class SeededSamples(Dataset):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return self.dataset[index]
+
+
+class ShardSampler(Sampler):
+    """Contiguous, unpadded shards of the test set, one per rank (Detectron2's InferenceSampler)."""
+
+    def __init__(self, size: int):
+        rank, world_size = get_rank(), get_world_size()
+        shard = (size + world_size - 1) // world_size
+        self.indices = range(rank * shard, min(size, (rank + 1) * shard))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self):
+        return len(self.indices)
