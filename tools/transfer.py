@@ -123,9 +123,10 @@ def run_trial(args, task, output: Path, seed):
         if is_main_process() and metrics is not None:  # still locked: these are this run's results
             table = (output / "results.md").read_text()
             print(f"\n{args.task} ({cfg.MODEL.WEIGHTS}):\n{table}")
-            detections = output / "coco_instances_results.json"
+            detections = [output / name for name in ("coco_instances_results.json", "voc_instances_results.json")
+                          if (output / name).is_file()]
             print(f"Results: {output / 'results.md'}  metrics: {output / 'metrics.json'}  "
-                  + (f"detections: {detections}  " if detections.is_file() else "") + f"log: {output / 'log.txt'}")
+                  + "".join(f"detections: {path}  " for path in detections) + f"log: {output / 'log.txt'}")
             if (output / "diagnosis.md").is_file():
                 print(f"Error diagnosis (TIDE, Hoiem): {output / 'diagnosis.md'}, tide.json, hoiem.json and charts "
                       f"(tide_*.png, hoiem_*.png) in {output}")
