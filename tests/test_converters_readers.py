@@ -27,8 +27,9 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
+import converters.readers
 from benchmarks.engine.seed import get_rng_state
-from converters import CheckpointError, expected_backbone_keys, load_backbone
+from converters import READERS, CheckpointError, expected_backbone_keys, load_backbone
 from converters.readers import PartialBackboneWarning
 from tests.test_converters_core import backbone_of, sgd_state, stage_outputs, write_layout
 
@@ -483,6 +484,15 @@ def test_aliases_and_wrong_formats(tmp_path):
         load_backbone(solo, format="vissl")
     with pytest.raises(CheckpointError, match=r"unknown checkpoint format 'caffe'.*hpt = mmselfsup"):
         load_backbone(solo, format="caffe")
+
+
+def test_each_reader_module_is_registered_and_each_format_has_a_layout():
+    """Adding a format is one module in converters/readers/ with its reader, its READERS entry and a layout."""
+    modules = {path.stem for path in Path(converters.readers.__file__).parent.glob("*.py")}
+    registered = {read.__module__.removeprefix("converters.readers.") for read in READERS.values()}
+    assert registered == modules - {"__init__", "base", "pipeline"}
+    core = {"canonical", "moco", "torchvision"}  # tests/test_converters_core.py builds these layouts
+    assert {layout.format for layout in LAYOUTS} | core == set(READERS)
 
 
 # ---------------------------------------------------------------------------------------------
