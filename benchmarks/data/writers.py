@@ -18,10 +18,11 @@ from pycocotools import mask as mask_utils
 from tqdm import tqdm
 
 from .bdd import BDD_2018_NAMES, BDD_IMAGE_DIR, BDD_LABEL_FILES
+from .streets import StreetSpec, render_street
 from .synthetic import CATEGORIES, GENERATOR_VERSION, SceneSpec, render_scene, scene_rng
 
-__all__ = ["SHAPE_TO_BDD_CLASS", "write_bdd", "write_coco", "write_image_pool", "write_image_folder",
-           "write_multilabel_csv", "write_voc"]
+__all__ = ["CITYSCAPES_CITIES", "SHAPE_TO_BDD_CLASS", "write_bdd", "write_cityscapes", "write_coco", "write_image_pool",
+           "write_image_folder", "write_multilabel_csv", "write_voc"]
 
 JPEG_QUALITY = 95
 PROGRESS_BAR_MIN_IMAGES = 300  # smaller writes finish too fast for a progress bar to help
@@ -47,6 +48,16 @@ def _write_jpeg(path: Path, image: np.ndarray):
     ok, encoded = cv2.imencode(".jpg", np.ascontiguousarray(image[..., ::-1]), params)
     if not ok:
         raise RuntimeError(f"JPEG encoding failed for {path}")
+    _atomic_write_bytes(path, encoded.tobytes())
+
+
+def _write_png(path: Path, array: np.ndarray):
+    """A PNG of a grey (HxW uint8 or uint16) or RGB/RGBA (HxWx3/4 uint8, RGB order) array."""
+    if array.ndim == 3:
+        array = array[..., [2, 1, 0, 3][: array.shape[2]]]  # OpenCV writes BGR(A)
+    ok, encoded = cv2.imencode(".png", np.ascontiguousarray(array))
+    if not ok:
+        raise RuntimeError(f"PNG encoding failed for {path}")
     _atomic_write_bytes(path, encoded.tobytes())
 
 
@@ -313,3 +324,47 @@ def write_multilabel_csv(root, split: str, num_images: int, spec: SceneSpec = Sc
     csv_file = root / f"{split}.csv"
     _atomic_write_bytes(csv_file, table.getvalue().encode())
     return csv_file
+
+
+# The generated cities of each split (made-up names; as in the real set, no city is in two splits).
+CITYSCAPES_CITIES = {"train": ("synthtown", "synthburg"), "val": ("synthdorf",), "test": ("synthstadt",)}
+CITYSCAPES_FRAME = 19  # the annotated frame of every real snippet is its 20th, <city>_<seq>_000019
+
+
+def write_cityscapes(root, splits: dict, spec: StreetSpec = StreetSpec(), seed: int = 0) -> Path:
+    """Write street scenes in the Cityscapes layout and return ``root`` (the Cityscapes directory itself, what
+    ``$CITYSCAPES_DATASET`` points at; a data root holds it as ``cityscapes/``).
+
+    ``splits`` maps a split (``train``, ``val``, ``test``) to its number of images. Image ``i`` of a split with
+    cities ``CITYSCAPES_CITIES[split]`` (``synth<split>`` for other splits) is city ``i % n``, sequence ``i // n``:
+    ``leftImg8bit/<split>/<city>/<city>_<seq:06d>_000019_leftImg8bit.png`` (RGB PNG) and next to it under
+    ``gtFine/<split>/<city>/`` the ``_gtFine_labelIds.png`` and ``_gtFine_labelTrainIds.png`` (8-bit grey),
+    ``_gtFine_instanceIds.png`` (16-bit grey: labelId, or labelId * 1000 + k for objects) and ``_gtFine_color.png``
+    (RGBA, the label colours), as the real gtFine holds them; the ``_polygons.json`` files are not written. Scene
+    ``i`` is ``render_street(scene_rng(seed, f"cityscapes/{split}", i), spec)``.
+    """
+    # imported here: benchmarks.segmentation may import benchmarks.data, not the other way round at import time
+    from cityscapesscripts.helpers.labels import labels
+
+    from ..segmentation.cityscapes import LABEL_ID_TO_TRAIN_ID
+
+    colors = np.zeros((256, 4), np.uint8)
+    for label in labels:
+        if label.id >= 0:
+            colors[label.id] = (*label.color, 255)
+    root = Path(root)
+    for split, num_images in splits.items():
+        cities = CITYSCAPES_CITIES.get(split, (f"synth{split}",))
+        for index in _progress(range(num_images), num_images, f"Cityscapes {split}"):
+            image, label_ids, instance_ids = render_street(scene_rng(seed, f"cityscapes/{split}", index), spec)
+            city = cities[index % len(cities)]
+            stem = f"{city}_{index // len(cities):06d}_{CITYSCAPES_FRAME:06d}"
+            image_dir, gt_dir = root / "leftImg8bit" / split / city, root / "gtFine" / split / city
+            image_dir.mkdir(parents=True, exist_ok=True)
+            gt_dir.mkdir(parents=True, exist_ok=True)
+            _write_png(image_dir / f"{stem}_leftImg8bit.png", image)
+            _write_png(gt_dir / f"{stem}_gtFine_labelIds.png", label_ids)
+            _write_png(gt_dir / f"{stem}_gtFine_labelTrainIds.png", LABEL_ID_TO_TRAIN_ID[label_ids])
+            _write_png(gt_dir / f"{stem}_gtFine_instanceIds.png", instance_ids.astype(np.uint16))
+            _write_png(gt_dir / f"{stem}_gtFine_color.png", colors[label_ids])
+    return root

@@ -1,0 +1,1 @@
+"""Semantic segmentation: the Cityscapes reader, pixel-level evaluation and Cityscapes-standard predictions."""
