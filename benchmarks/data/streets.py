@@ -31,10 +31,10 @@ class StreetSpec:
 
     height: int = 128
     width: int = 256  # Cityscapes' 1:2 aspect (1024 x 2048)
-    max_cars: int = 4
-    max_people: int = 4
+    max_cars: int = 6
+    max_people: int = 6
     max_poles: int = 4
-    truck_prob: float = 0.25  # chance a vehicle is a truck (bus: half of that), else a car
+    truck_prob: float = 0.15  # chance a vehicle is a truck (bus: half of that), else a car
     fence_prob: float = 0.5
     wall_prob: float = 0.35
     terrain_prob: float = 0.6
@@ -172,11 +172,11 @@ def _edge(vanish_x: float, horizon: float, bottom_x: float, h: int, y: float) ->
 
 def _pole(c: _Canvas, x: float, ground: float, scale: float):
     rng = c.rng
-    height, half = rng.uniform(0.45, 0.7) * c.h * scale, max(0.8, 0.006 * c.w * scale)
+    height, half = rng.uniform(0.45, 0.7) * c.h * scale, max(1.0, 0.009 * c.w * scale)
     top = ground - height
     c.fill([[(x - half, ground), (x + half, ground), (x + half, top), (x - half, top)]], "pole",
            _jitter(rng, (125, 125, 130), 12))
-    size = max(3.0, 0.05 * c.h * scale)
+    size = max(3.0, 0.07 * c.h * scale)
     if rng.random() < 0.65:  # a sign: red/blue/yellow/white disc, triangle or square with a pale rim
         color = _jitter(rng, [(200, 30, 30), (30, 70, 190), (235, 200, 20), (230, 230, 230)][rng.integers(4)], 15)
         shape = rng.integers(3)
@@ -241,7 +241,7 @@ def _vehicle(c: _Canvas, kind: str, x: float, ground: float, scale: float):
 def _person(c: _Canvas, x: float, ground: float, scale: float):
     rng = c.rng
     instance = c.new_instance("person")
-    height = rng.uniform(0.28, 0.36) * c.h * scale
+    height = rng.uniform(0.32, 0.4) * c.h * scale
     half = height * 0.13
     clothes = _jitter(rng, [(40, 40, 60), (150, 30, 40), (60, 90, 140), (90, 80, 60), (200, 190, 170)]
                       [rng.integers(5)], 15)
@@ -288,7 +288,7 @@ def render_street(rng: np.random.Generator, spec: StreetSpec = StreetSpec()):
     c.fill([[(0, horizon), (w, horizon), (w, h), (0, h)]], "terrain", _jitter(rng, (120, 160, 70), 20), "foliage",
            contrast=10)
     _buildings(c, horizon)
-    for _ in range(rng.integers(0, 4)):  # trees in the distance, in front of the façades
+    for _ in range(rng.integers(1, 6)):  # trees in the distance, in front of the façades
         _tree(c, rng.uniform(0, w), horizon + 0.1 * (h - horizon), rng.uniform(0.4, 0.7))
 
     # ground: road between two edges through the vanishing point, sidewalks outside it, terrain/fences beyond
@@ -346,7 +346,7 @@ def render_street(rng: np.random.Generator, spec: StreetSpec = StreetSpec()):
         y = horizon + rng.uniform(0.1, 0.95) * (h - horizon)
         side = (walk_left + road_left) / 2 if rng.random() < 0.5 else (road_right + walk_right) / 2
         things.append((y, "pole", _edge(vanish_x, horizon, side, h, y)))
-    for _ in range(rng.integers(0, 3)):
+    for _ in range(rng.integers(0, 5)):
         y = horizon + rng.uniform(0.15, 0.9) * (h - horizon)
         side = walk_left - 0.1 * w if rng.random() < 0.5 else walk_right + 0.1 * w
         things.append((y, "tree", _edge(vanish_x, horizon, side, h, y)))

@@ -160,12 +160,15 @@ def frequency_baseline(train, val=None, mode: str = "position", grid=(64, 128), 
     if mode not in ("majority", "position"):
         raise ValueError(f"frequency_baseline: mode must be 'majority' or 'position', got {mode!r}")
     grid_h, grid_w = grid
-    counts = np.zeros((grid_h * grid_w, num_classes), np.int64)
+    counts = np.zeros(grid_h * grid_w * num_classes, np.int64)  # [position, class], flattened for bincount
     positions = np.arange(grid_h * grid_w)
     for label in _labels(train):
         small = cv2.resize(label.astype(np.uint8), (grid_w, grid_h), interpolation=cv2.INTER_NEAREST).reshape(-1)
         valid = small != ignore_index
-        np.add.at(counts, (positions[valid], small[valid].astype(np.int64)), 1)
+        if ((small >= num_classes) & valid).any():
+            raise ValueError(f"frequency_baseline: training labels hold values outside 0..{num_classes - 1}")
+        counts += np.bincount(positions[valid] * num_classes + small[valid], minlength=counts.size)
+    counts = counts.reshape(grid_h * grid_w, num_classes)
     totals = counts.sum(axis=0)
     if totals.sum() == 0:
         raise ValueError("frequency_baseline: the training labels hold no valid pixel")
