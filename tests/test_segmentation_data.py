@@ -4,7 +4,10 @@ import re
 
 import numpy as np
 import pytest
+from cityscapesscripts.helpers.annotation import Annotation
 from cityscapesscripts.helpers.csHelpers import getCoreImageFileName
+from cityscapesscripts.preparation.json2instanceImg import createInstanceImage
+from cityscapesscripts.preparation.json2labelImg import createLabelImage
 from PIL import Image
 
 from benchmarks.data import StreetSpec, render_street, scene_rng, write_cityscapes
@@ -148,8 +151,9 @@ def generated(tmp_path_factory):
 
 def test_writer_layout_and_naming(generated):
     files = sorted(str(p.relative_to(generated)) for p in generated.rglob("*") if p.is_file())
-    val_gt = [f"gtFine/val/synthdorf/synthdorf_00000{i}_000019_gtFine_{kind}.png"
-              for i in range(6) for kind in ("color", "instanceIds", "labelIds", "labelTrainIds")]
+    val_gt = [f"gtFine/val/synthdorf/synthdorf_00000{i}_000019_gtFine_{kind}"
+              for i in range(6) for kind in ("color.png", "instanceIds.png", "labelIds.png", "labelTrainIds.png",
+                                             "polygons.json")]
     val_images = [f"leftImg8bit/val/synthdorf/synthdorf_00000{i}_000019_leftImg8bit.png" for i in range(6)]
     assert [f for f in files if "/val/" in f] == sorted(val_gt + val_images)
     train_images = [f for f in files if f.startswith("leftImg8bit/train/")]
@@ -158,10 +162,11 @@ def test_writer_layout_and_naming(generated):
     assert len(train_images) == 16 and sum("/synthtown/" in f for f in train_images) == 8
     assert "leftImg8bit/test/synthstadt/synthstadt_000000_000019_leftImg8bit.png" in files
     pattern = re.compile(r"^(leftImg8bit|gtFine)/(train|val|test)/(?P<city>[a-z]+)/(?P=city)_\d{6}_\d{6}_"
-                         r"(leftImg8bit|gtFine_(labelIds|labelTrainIds|instanceIds|color))\.png$")
+                         r"(leftImg8bit\.png|gtFine_(labelIds|labelTrainIds|instanceIds|color)\.png|"
+                         r"gtFine_polygons\.json)$")
     assert all(pattern.match(f) for f in files), [f for f in files if not pattern.match(f)]
     for f in files:  # cityscapesscripts parses every name into the <city>_<seq>_<frame> we pair by
-        assert getCoreImageFileName(f) == parse_cityscapes_name(f)["stem"]
+        assert getCoreImageFileName(f) == parse_cityscapes_name(f.replace(".json", ".png"))["stem"]
 
     gt = generated / "gtFine/val/synthdorf"
     stem = "synthdorf_000002_000019"
@@ -181,6 +186,24 @@ def test_writer_layout_and_naming(generated):
         assert (np.array(color)[car] == (0, 0, 142, 255)).all()
 
 
+def test_writer_polygons_draw_the_label_pngs(generated):
+    """cityscapesscripts' own rasterisation of every written _polygons.json gives back the written PNGs exactly, so
+    tools that start from the json (Detectron2's from_json loaders, createTrainIdLabelImgs.py) see the same
+    labels."""
+    polygon_files = sorted(generated.glob("gtFine/*/*/*_gtFine_polygons.json"))
+    assert len(polygon_files) == 16 + 6 + 1
+    for polygon_file in polygon_files:
+        annotation = Annotation()
+        annotation.fromJsonFile(str(polygon_file))
+        assert (annotation.imgHeight, annotation.imgWidth) == (64, 128)
+        prefix = str(polygon_file)[: -len("polygons.json")]
+        for image, kind in ((createLabelImage(annotation, "ids"), "labelIds"),
+                            (createLabelImage(annotation, "trainIds"), "labelTrainIds"),
+                            (createInstanceImage(annotation, "ids"), "instanceIds")):
+            np.testing.assert_array_equal(np.array(image), np.array(Image.open(f"{prefix}{kind}.png")),
+                                          err_msg=f"{polygon_file} -> {kind}")
+
+
 def test_generated_set_holds_the_street_classes(generated):
     dataset = CityscapesSemSeg.from_name("cityscapes_fine_sem_seg_train", generated.parent)
     counts = np.zeros(256, np.int64)
@@ -196,9 +219,10 @@ def test_render_is_deterministic():
     a = render_street(scene_rng(5, "cityscapes/val", 2), SMALL)
     b = render_street(scene_rng(5, "cityscapes/val", 2), SMALL)
     c = render_street(scene_rng(5, "cityscapes/val", 3), SMALL)
-    for x, y in zip(a, b):
+    for x, y in zip(a[:3], b[:3]):
         np.testing.assert_array_equal(x, y)
-    assert not np.array_equal(a[0], c[0]) and not np.array_equal(a[1], c[1])
+    assert a[3] == b[3]
+    assert not np.array_equal(a[0], c[0]) and not np.array_equal(a[1], c[1]) and a[3] != c[3]
 
 
 def test_generated_set_is_learnable_from_pixels(generated):

@@ -1,8 +1,9 @@
 """Deterministic street scenes with exact Cityscapes labels, for the built-in semantic segmentation set.
 
-A scene is painted back to front as polygons (as Cityscapes' own ``json2labelImg`` rasterises its annotations:
-later polygons overwrite earlier ones), and every polygon writes its class into the label map at the same pixels
-it colours, so the labels are exact. Classes differ by colour, texture and place the way they do in real street
+A scene is painted back to front as polygons, one per annotated object, rasterised as Cityscapes' own
+``json2labelImg`` rasterises its annotations (later polygons overwrite earlier ones), and every polygon writes its
+class into the label map at the same pixels it colours, so the labels are exact and the polygons are a faithful
+``_gtFine_polygons.json``. Classes differ by colour, texture and place the way they do in real street
 images (sky on top, road at the bottom converging to a vanishing point, façades with windows, green noisy
 crowns, thin grey poles carrying signs, cars and people scaled by their distance), so a segmentation network
 learns them. Class names are cityscapesscripts' (``helpers/labels.py``); ids come from its table.
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 from cityscapesscripts.helpers.labels import name2label
+from PIL import Image, ImageDraw
 
 __all__ = ["STREET_CLASSES", "StreetSpec", "render_street"]
 
@@ -54,48 +56,70 @@ class StreetSpec:
 
 
 class _Canvas:
-    """The image (float RGB), its labelIds and Cityscapes instanceIds (labelId, or labelId * 1000 + k)."""
+    """The image (float RGB), its labelIds, Cityscapes instanceIds (labelId, or labelId * 1000 + k) and the
+    annotation as Cityscapes ``_polygons.json`` objects, all painted together.
+
+    Every annotated object is one polygon with integer corners, rasterised with PIL's ``ImageDraw.polygon`` in
+    painting order as cityscapesscripts' ``preparation/json2labelImg.py`` ``createLabelImage`` and
+    ``json2instanceImg.py`` ``createInstanceImage`` do (the k-th polygon of a class with instances is instance k),
+    so those scripts turn the written json into exactly the written PNGs. Details inside an object (windows, wheels,
+    a face) only colour the image.
+    """
 
     def __init__(self, rng: np.random.Generator, spec: StreetSpec):
         self.rng, self.h, self.w = rng, spec.height, spec.width
         self.image = np.zeros((self.h, self.w, 3), np.float32)
         self.label = np.zeros((self.h, self.w), np.uint8)  # 0 = "unlabeled"
         self.instance = np.zeros((self.h, self.w), np.int32)
+        self.objects = []
         self.instances_of = {}
 
-    def new_instance(self, name: str) -> int:
-        label_id = name2label[name].id
-        k = self.instances_of.get(name, 0)
-        self.instances_of[name] = k + 1
-        return label_id * 1000 + k
+    def _rasterize(self, polygon):
+        """``(points, (y0, y1, x0, x1), mask)`` of a polygon inside the frame, or None if it misses the image. Drawn
+        on the whole frame, as createLabelImage does, so clipping at the border rounds the same way."""
+        points = np.round(np.asarray(polygon, np.float64)).astype(np.int64)
+        x0, y0 = np.maximum(points.min(axis=0), 0)
+        x1, y1 = np.minimum(points.max(axis=0) + 1, (self.w, self.h))
+        if x0 >= x1 or y0 >= y1 or len(points) < 3:
+            return None
+        canvas = Image.new("L", (self.w, self.h), 0)
+        ImageDraw.Draw(canvas).polygon([(int(x), int(y)) for x, y in points], fill=1)
+        mask = np.asarray(canvas, bool)[y0:y1, x0:x1]
+        return (points, (y0, y1, x0, x1), mask) if mask.any() else None
 
-    def fill(self, polygons, name: str, color, texture: str = "flat", instance_id: int | None = None,
-             contrast: float = 20.0, period: float = 6.0, ellipse=None):
-        """Paint polygons (lists of (x, y)) or one ``ellipse`` ((cx, cy), (ax, ay), angle) as class ``name``."""
-        if ellipse is not None:
-            (cx, cy), (ax, ay), angle = ellipse
-            center, axes = (int(round(cx)), int(round(cy))), (max(1, int(round(ax))), max(1, int(round(ay))))
-            reach = max(axes) + 1
-            corners = np.array([[center[0] - reach, center[1] - reach], [center[0] + reach, center[1] + reach]])
-        else:
-            points = [np.round(np.asarray(p, np.float64)).astype(np.int32) for p in polygons]
-            corners = np.concatenate(points)
-        # draw into the (clipped) bounding box only: a full-frame mask per polygon made rendering 10x slower
-        x0, y0 = np.maximum(corners.min(axis=0), 0)
-        x1, y1 = np.minimum(corners.max(axis=0) + 1, (self.w, self.h))
-        if x0 >= x1 or y0 >= y1:
+    def fill(self, name: str, polygon, color, texture: str = "flat", contrast: float = 20.0, period: float = 6.0):
+        """Paint one object of class ``name``; ``color`` None keeps the image (the object is only annotated).
+        Returns its region for ``detail``, or None when it misses the image (then it is not annotated either)."""
+        raster = self._rasterize(polygon)
+        if raster is None:
+            return None
+        points, (y0, y1, x0, x1), inside = raster
+        label = name2label[name]
+        value = label.id
+        if label.hasInstances:
+            value = label.id * 1000 + self.instances_of.get(name, 0)
+            self.instances_of[name] = self.instances_of.get(name, 0) + 1
+        if color is not None:
+            self.image[y0:y1, x0:x1][inside] = self._texture(texture, color, y0, y1, x0, x1, contrast, period)[inside]
+        self.label[y0:y1, x0:x1][inside] = label.id
+        self.instance[y0:y1, x0:x1][inside] = value
+        self.objects.append({"label": name, "polygon": points.tolist()})
+        return (y0, y1, x0, x1), inside
+
+    def detail(self, region, polygon, color, texture: str = "flat", contrast: float = 20.0, period: float = 6.0):
+        """Colour the part of ``polygon`` inside an object's region (as ``fill`` returned it); labels stay."""
+        raster = self._rasterize(polygon)
+        if region is None or raster is None:
             return
-        mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
-        if ellipse is not None:
-            cv2.ellipse(mask, (center[0] - x0, center[1] - y0), axes, angle, 0, 360, 1, -1)
-        else:
-            cv2.fillPoly(mask, [p - (x0, y0) for p in points], 1)
-        inside = mask.astype(bool)
-        if not inside.any():
+        (ry0, ry1, rx0, rx1), owner = region
+        _, (y0, y1, x0, x1), inside = raster
+        y0, y1, x0, x1 = max(y0, ry0), min(y1, ry1), max(x0, rx0), min(x1, rx1)
+        if y0 >= y1 or x0 >= x1:
             return
+        full = raster[1]
+        inside = inside[y0 - full[0]:y1 - full[0], x0 - full[2]:x1 - full[2]]
+        inside = inside & owner[y0 - ry0:y1 - ry0, x0 - rx0:x1 - rx0]
         self.image[y0:y1, x0:x1][inside] = self._texture(texture, color, y0, y1, x0, x1, contrast, period)[inside]
-        self.label[y0:y1, x0:x1][inside] = name2label[name].id
-        self.instance[y0:y1, x0:x1][inside] = name2label[name].id if instance_id is None else instance_id
 
     def _texture(self, kind, color, y0, y1, x0, x1, contrast, period):
         h, w = y1 - y0, x1 - x0
@@ -120,6 +144,16 @@ class _Canvas:
         raise ValueError(f"unknown texture {kind!r}")
 
 
+def _ellipse(cx, cy, ax, ay, angle=0.0):
+    """An ellipse as a polygon (Cityscapes annotates everything as polygons)."""
+    return cv2.ellipse2Poly((int(round(cx)), int(round(cy))), (max(1, int(round(ax))), max(1, int(round(ay)))),
+                            int(round(angle)), 0, 360, 10)
+
+
+def _box(x0, y0, x1, y1):
+    return [(x0, y0), (x1, y0), (x1, y1), (x0, y1)]
+
+
 def _jitter(rng, color, amount=18.0):
     return np.clip(np.asarray(color, np.float32) + rng.uniform(-amount, amount, 3), 0, 255)
 
@@ -127,7 +161,7 @@ def _jitter(rng, color, amount=18.0):
 def _sky(c: _Canvas, horizon: float):
     rng = c.rng
     color = _jitter(rng, (95, 150, 215), 20) if rng.random() < 0.8 else _jitter(rng, (175, 180, 190), 10)  # overcast
-    c.fill([[(0, 0), (c.w, 0), (c.w, horizon + 1), (0, horizon + 1)]], "sky", color, "vertical_gradient", contrast=45)
+    c.fill("sky", _box(0, 0, c.w, horizon + 1), color, "vertical_gradient", contrast=45)
 
 
 def _buildings(c: _Canvas, horizon: float):
@@ -139,30 +173,25 @@ def _buildings(c: _Canvas, horizon: float):
             x += width * 0.6
             continue
         top = rng.uniform(0.03, 0.75) * horizon
-        bottom = c.h  # façades reach the ground; the sidewalks and road are painted over their lower part
+        # façades reach the ground; the sidewalks and road are painted over their lower part
         wall = _jitter(rng, rng.choice([(150, 140, 130), (120, 115, 110), (175, 160, 140), (105, 95, 90)]), 20)
-        c.fill([[(x, top), (x + width, top), (x + width, bottom), (x, bottom)]], "building", wall, "grain", contrast=4)
-        # window grid: darker, bluish panes, part of the building
+        region = c.fill("building", _box(x, top, x + width, c.h), wall, "grain", contrast=4)
+        # window grid: darker, bluish panes
         pane = _jitter(rng, (55, 65, 80), 12)
         step_x, step_y = rng.uniform(0.025, 0.05) * c.w, rng.uniform(0.06, 0.1) * c.h
-        pw, ph = step_x * 0.55, step_y * 0.55
-        panes = [[(wx, wy), (wx + pw, wy), (wx + pw, wy + ph), (wx, wy + ph)]
-                 for wy in np.arange(top + step_y * 0.5, horizon - step_y * 0.5, step_y)
-                 for wx in np.arange(x + step_x * 0.4, x + width - step_x * 0.6, step_x)]
-        if panes:
-            c.fill(panes, "building", pane)
+        for wy in np.arange(top + step_y * 0.5, horizon - step_y * 0.5, step_y):
+            for wx in np.arange(x + step_x * 0.4, x + width - step_x * 0.6, step_x):
+                c.detail(region, _box(wx, wy, wx + step_x * 0.55, wy + step_y * 0.55), pane)
         x += width
 
 
 def _tree(c: _Canvas, x: float, ground: float, scale: float):
     rng = c.rng
     trunk_w, height = max(1.5, 0.012 * c.w * scale), rng.uniform(0.35, 0.6) * c.h * scale
-    trunk = _jitter(rng, (85, 65, 45), 10)
-    c.fill([[(x - trunk_w, ground), (x + trunk_w, ground), (x + trunk_w, ground - height * 0.6),
-             (x - trunk_w, ground - height * 0.6)]], "vegetation", trunk)
+    c.fill("vegetation", _box(x - trunk_w, ground - height * 0.6, x + trunk_w, ground), _jitter(rng, (85, 65, 45), 10))
     radius = height * rng.uniform(0.3, 0.45)
-    crown = ((x, ground - height + radius * 0.8), (radius * rng.uniform(0.9, 1.4), radius), rng.uniform(-20, 20))
-    c.fill(None, "vegetation", _jitter(rng, (70, 115, 40), 18), "foliage", contrast=28, ellipse=crown)
+    crown = _ellipse(x, ground - height + radius * 0.8, radius * rng.uniform(0.9, 1.4), radius, rng.uniform(-20, 20))
+    c.fill("vegetation", crown, _jitter(rng, (70, 115, 40), 18), "foliage", contrast=28)
 
 
 def _edge(vanish_x: float, horizon: float, bottom_x: float, h: int, y: float) -> float:
@@ -174,110 +203,106 @@ def _pole(c: _Canvas, x: float, ground: float, scale: float):
     rng = c.rng
     height, half = rng.uniform(0.45, 0.7) * c.h * scale, max(1.0, 0.009 * c.w * scale)
     top = ground - height
-    c.fill([[(x - half, ground), (x + half, ground), (x + half, top), (x - half, top)]], "pole",
-           _jitter(rng, (125, 125, 130), 12))
+    c.fill("pole", _box(x - half, top, x + half, ground), _jitter(rng, (125, 125, 130), 12))
     size = max(3.0, 0.07 * c.h * scale)
-    if rng.random() < 0.65:  # a sign: red/blue/yellow/white disc, triangle or square with a pale rim
+    if rng.random() < 0.65:  # a sign: red/blue/yellow/white disc, triangle or square
         color = _jitter(rng, [(200, 30, 30), (30, 70, 190), (235, 200, 20), (230, 230, 230)][rng.integers(4)], 15)
         shape = rng.integers(3)
         cx, cy = x, top + size
         if shape == 0:
-            c.fill(None, "traffic sign", color, ellipse=((cx, cy), (size, size), 0))
+            c.fill("traffic sign", _ellipse(cx, cy, size, size), color)
         elif shape == 1:
-            c.fill([[(cx, cy - size), (cx + size, cy + size * 0.8), (cx - size, cy + size * 0.8)]], "traffic sign",
-                   color)
+            c.fill("traffic sign", [(cx, cy - size), (cx + size, cy + size * 0.8), (cx - size, cy + size * 0.8)], color)
         else:
-            c.fill([[(cx - size, cy - size), (cx + size, cy - size), (cx + size, cy + size), (cx - size, cy + size)]],
-                   "traffic sign", color)
+            c.fill("traffic sign", _box(cx - size, cy - size, cx + size, cy + size), color)
     else:  # a traffic light: dark box with one lit lamp
         box_w, box_h = size * 0.8, size * 2.2
-        c.fill([[(x - box_w, top), (x + box_w, top), (x + box_w, top + box_h), (x - box_w, top + box_h)]],
-               "traffic light", _jitter(rng, (35, 35, 30), 8))
+        region = c.fill("traffic light", _box(x - box_w, top, x + box_w, top + box_h), _jitter(rng, (35, 35, 30), 8))
         lamp = [(240, 40, 30), (250, 180, 20), (40, 230, 80)][rng.integers(3)]
-        c.fill(None, "traffic light", lamp,
-               ellipse=((x, top + box_h * (0.2 + 0.3 * rng.integers(3))), (box_w * 0.6, box_w * 0.6), 0))
+        c.detail(region, _ellipse(x, top + box_h * (0.2 + 0.3 * rng.integers(3)), box_w * 0.6, box_w * 0.6), lamp)
 
 
 def _vehicle(c: _Canvas, kind: str, x: float, ground: float, scale: float):
     rng = c.rng
-    instance = c.new_instance(kind)
     paint = ([(200, 30, 35), (30, 50, 150), (230, 230, 230), (25, 25, 28), (160, 165, 170), (40, 110, 60),
               (230, 170, 30)][rng.integers(7)])
     paint = _jitter(rng, paint, 12)
     glass = _jitter(rng, (40, 55, 70), 8)
     if kind == "car":
         w, h = 0.3 * c.w * scale, 0.3 * c.w * scale * 0.5
-        body = [(x - w / 2, ground - h * 0.12), (x + w / 2, ground - h * 0.12), (x + w / 2, ground - h * 0.6),
+        # the silhouette down to the ground; the underbody between the wheels is dark
+        body = [(x - w / 2, ground), (x + w / 2, ground), (x + w / 2, ground - h * 0.6),
                 (x + w * 0.3, ground - h * 0.62), (x + w * 0.18, ground - h), (x - w * 0.3, ground - h),
                 (x - w * 0.42, ground - h * 0.6), (x - w / 2, ground - h * 0.58)]
-        c.fill([body], kind, paint, instance_id=instance)
-        c.fill([[(x - w * 0.27, ground - h * 0.93), (x + w * 0.15, ground - h * 0.93),
-                 (x + w * 0.25, ground - h * 0.64), (x - w * 0.37, ground - h * 0.64)]], kind, glass,
-               instance_id=instance)
+        region = c.fill(kind, body, paint)
+        c.detail(region, _box(x - w / 2, ground - h * 0.12, x + w / 2, ground + 1), (30, 30, 32))
+        c.detail(region, [(x - w * 0.27, ground - h * 0.93), (x + w * 0.15, ground - h * 0.93),
+                          (x + w * 0.25, ground - h * 0.64), (x - w * 0.37, ground - h * 0.64)], glass)
     else:
         tall = 1.6 if kind == "truck" else 1.3
         w = (0.42 if kind == "truck" else 0.6) * c.w * scale
         h = 0.3 * c.w * scale * 0.5 * tall * 1.4
-        c.fill([[(x - w / 2, ground - h * 0.1), (x + w / 2, ground - h * 0.1), (x + w / 2, ground - h),
-                 (x - w / 2, ground - h)]], kind, paint if kind == "bus" else _jitter(rng, (200, 200, 195), 25),
-               "flat", instance_id=instance)
+        region = c.fill(kind, _box(x - w / 2, ground - h, x + w / 2, ground),
+                        paint if kind == "bus" else _jitter(rng, (200, 200, 195), 25))
+        c.detail(region, _box(x - w / 2, ground - h * 0.1, x + w / 2, ground + 1), (30, 30, 32))
         if kind == "truck":  # the cab, painted, with a windscreen
-            cab = [(x + w * 0.22, ground - h * 0.1), (x + w / 2, ground - h * 0.1), (x + w / 2, ground - h * 0.7),
-                   (x + w * 0.22, ground - h * 0.7)]
-            c.fill([cab], kind, paint, instance_id=instance)
-            c.fill([[(x + w * 0.3, ground - h * 0.45), (x + w * 0.47, ground - h * 0.45),
-                     (x + w * 0.47, ground - h * 0.65), (x + w * 0.3, ground - h * 0.65)]], kind, glass,
-                   instance_id=instance)
+            c.detail(region, _box(x + w * 0.22, ground - h * 0.7, x + w / 2, ground - h * 0.1), paint)
+            c.detail(region, _box(x + w * 0.3, ground - h * 0.65, x + w * 0.47, ground - h * 0.45), glass)
         else:  # a row of bus windows
             for k in range(6):
                 wx = x - w / 2 + w * (0.05 + k * 0.155)
-                c.fill([[(wx, ground - h * 0.55), (wx + w * 0.12, ground - h * 0.55), (wx + w * 0.12, ground - h * 0.9),
-                         (wx, ground - h * 0.9)]], kind, glass, instance_id=instance)
+                c.detail(region, _box(wx, ground - h * 0.9, wx + w * 0.12, ground - h * 0.55), glass)
     wheel = max(1.0, 0.1 * w if kind == "car" else 0.07 * w)
     for wx in (x - w * 0.32, x + w * 0.32):
-        c.fill(None, kind, (20, 20, 20), ellipse=((wx, ground - wheel), (wheel, wheel), 0), instance_id=instance)
+        c.detail(region, _ellipse(wx, ground - wheel, wheel, wheel), (20, 20, 20))
 
 
 def _person(c: _Canvas, x: float, ground: float, scale: float):
     rng = c.rng
-    instance = c.new_instance("person")
     height = rng.uniform(0.32, 0.4) * c.h * scale
     half = height * 0.13
     clothes = _jitter(rng, [(40, 40, 60), (150, 30, 40), (60, 90, 140), (90, 80, 60), (200, 190, 170)]
                       [rng.integers(5)], 15)
     legs = _jitter(rng, (35, 35, 45), 10)
-    c.fill([[(x - half * 0.9, ground), (x - half * 0.1, ground), (x, ground - height * 0.5),
-             (x + half * 0.1, ground), (x + half * 0.9, ground), (x + half, ground - height * 0.5),
-             (x - half, ground - height * 0.5)]], "person", legs, instance_id=instance)
-    c.fill([[(x - half, ground - height * 0.48), (x + half, ground - height * 0.48),
-             (x + half * 1.1, ground - height * 0.82), (x - half * 1.1, ground - height * 0.82)]], "person", clothes,
-           instance_id=instance)
-    c.fill(None, "person", _jitter(rng, (215, 170, 140), 25),
-           ellipse=((x, ground - height * 0.9), (half * 0.7, height * 0.09), 0), instance_id=instance)
+    g, t = ground, height
+    outline = [(x - half * 0.9, g), (x - half * 0.1, g), (x, g - t * 0.5), (x + half * 0.1, g), (x + half * 0.9, g),
+               (x + half, g - t * 0.5), (x + half * 1.1, g - t * 0.82), (x + half * 0.4, g - t * 0.83),
+               (x + half * 0.7, g - t * 0.9), (x + half * 0.4, g - t * 0.98), (x, g - t),
+               (x - half * 0.4, g - t * 0.98), (x - half * 0.7, g - t * 0.9), (x - half * 0.4, g - t * 0.83),
+               (x - half * 1.1, g - t * 0.82), (x - half, g - t * 0.5)]
+    region = c.fill("person", outline, legs)
+    c.detail(region, [(x - half, g - t * 0.48), (x + half, g - t * 0.48), (x + half * 1.1, g - t * 0.82),
+                      (x - half * 1.1, g - t * 0.82)], clothes)
+    c.detail(region, _box(x - half, g - t, x + half, g - t * 0.82), _jitter(rng, (215, 170, 140), 25))
 
 
 def _bicycle(c: _Canvas, x: float, ground: float, scale: float):
+    """Annotated as one polygon around wheels and frame, as Cityscapes' bicycles are: what shows through the
+    wheels is bicycle too."""
     rng = c.rng
-    instance = c.new_instance("bicycle")
     radius = max(2.0, 0.045 * c.h * scale * 2)
     frame = _jitter(rng, (30, 30, 35), 10)
-    for wx in (x - radius * 1.2, x + radius * 1.2):
-        c.fill(None, "bicycle", frame, ellipse=((wx, ground - radius), (radius, radius), 0), instance_id=instance)
-        c.fill(None, "bicycle", (110, 110, 110),  # the hub
-               ellipse=((wx, ground - radius), (radius * 0.35, radius * 0.35), 0), instance_id=instance)
+    wheels = [_ellipse(wx, ground - radius, radius, radius) for wx in (x - radius * 1.2, x + radius * 1.2)]
     bar = max(1.0, radius * 0.25)
-    c.fill([[(x - radius * 1.2, ground - radius), (x, ground - radius * 2.2), (x + radius * 1.2, ground - radius),
-             (x + radius * 1.2, ground - radius - bar), (x, ground - radius * 2.2 - bar),
-             (x - radius * 1.2, ground - radius - bar)]], "bicycle", _jitter(rng, (170, 30, 30), 40),
-           instance_id=instance)
+    tube = [(x - radius * 1.2, ground - radius), (x, ground - radius * 2.2), (x + radius * 1.2, ground - radius),
+            (x + radius * 1.2, ground - radius - bar), (x, ground - radius * 2.2 - bar),
+            (x - radius * 1.2, ground - radius - bar)]
+    hull = cv2.convexHull(np.concatenate([*wheels, np.round(tube).astype(np.int32)]).astype(np.int32))[:, 0]
+    region = c.fill("bicycle", hull, None)
+    for wheel, wx in zip(wheels, (x - radius * 1.2, x + radius * 1.2)):
+        c.detail(region, wheel, frame)
+        c.detail(region, _ellipse(wx, ground - radius, radius * 0.65, radius * 0.65), (110, 110, 110))  # spokes
+    c.detail(region, tube, _jitter(rng, (170, 30, 30), 40))
 
 
 def render_street(rng: np.random.Generator, spec: StreetSpec = StreetSpec()):
-    """One scene: ``(image uint8 HxWx3 RGB, label_ids uint8 HxW, instance_ids int32 HxW)``.
+    """One scene: ``(image uint8 HxWx3 RGB, label_ids uint8 HxW, instance_ids int32 HxW, polygons)``.
 
     ``label_ids`` are Cityscapes labelIds (cityscapesscripts' table); ``instance_ids`` follow the gtFine
     ``_instanceIds.png`` convention: the labelId for stuff, ``labelId * 1000 + k`` for the k-th object of a class
-    with instances (car, truck, bus, person, bicycle).
+    with instances (car, truck, bus, person, bicycle); ``polygons`` is the ``_gtFine_polygons.json`` content,
+    ``{imgHeight, imgWidth, objects: [{label, polygon: [[x, y], ...]}]}`` in painting order, from which
+    cityscapesscripts' json2labelImg / json2instanceImg draw exactly ``label_ids`` and ``instance_ids``.
     """
     c = _Canvas(rng, spec)
     h, w = c.h, c.w
@@ -285,8 +310,7 @@ def render_street(rng: np.random.Generator, spec: StreetSpec = StreetSpec()):
     vanish_x = rng.uniform(0.35, 0.65) * w
     _sky(c, horizon)
     # far ground (seen through gaps between façades): grass
-    c.fill([[(0, horizon), (w, horizon), (w, h), (0, h)]], "terrain", _jitter(rng, (120, 160, 70), 20), "foliage",
-           contrast=10)
+    c.fill("terrain", _box(0, horizon, w, h), _jitter(rng, (120, 160, 70), 20), "foliage", contrast=10)
     _buildings(c, horizon)
     for _ in range(rng.integers(1, 6)):  # trees in the distance, in front of the façades
         _tree(c, rng.uniform(0, w), horizon + 0.1 * (h - horizon), rng.uniform(0.4, 0.7))
@@ -306,13 +330,13 @@ def render_street(rng: np.random.Generator, spec: StreetSpec = StreetSpec()):
     if rng.random() < spec.terrain_prob:  # grass verges beyond the sidewalks
         verge = rng.uniform(0.3, 0.9) * w
         grass = _jitter(rng, (120, 160, 70), 20)
-        c.fill([strip(walk_left - verge, walk_left)], "terrain", grass, "foliage", contrast=10)
-        c.fill([strip(walk_right, walk_right + verge)], "terrain", grass, "foliage", contrast=10)
+        c.fill("terrain", strip(walk_left - verge, walk_left), grass, "foliage", contrast=10)
+        c.fill("terrain", strip(walk_right, walk_right + verge), grass, "foliage", contrast=10)
     paving = _jitter(rng, rng.choice([(185, 175, 180), (160, 150, 160), (195, 180, 170)]), 12)
     period = max(3.0, rng.uniform(0.02, 0.035) * w)
-    c.fill([strip(walk_left, road_left)], "sidewalk", paving, "tiles", contrast=35, period=period)
-    c.fill([strip(road_right, walk_right)], "sidewalk", paving, "tiles", contrast=35, period=period)
-    c.fill([strip(road_left, road_right)], "road", _jitter(rng, (85, 82, 88), 12), "grain", contrast=6)
+    c.fill("sidewalk", strip(walk_left, road_left), paving, "tiles", contrast=35, period=period)
+    c.fill("sidewalk", strip(road_right, walk_right), paving, "tiles", contrast=35, period=period)
+    road = c.fill("road", strip(road_left, road_right), _jitter(rng, (85, 82, 88), 12), "grain", contrast=6)
     # dashed centre line: road markings are road
     mark = _jitter(rng, (225, 225, 215), 10)
     for t0 in np.arange(rng.uniform(0, 0.12), 1.0, 0.24):
@@ -320,7 +344,7 @@ def render_street(rng: np.random.Generator, spec: StreetSpec = StreetSpec()):
         ya, yb = horizon + (h - horizon) * t0 ** 1.5, horizon + (h - horizon) * min(t1, 1.0) ** 1.5
         half_a, half_b = 0.004 * w + 0.008 * w * t0, 0.004 * w + 0.008 * w * t1
         xa, xb = _edge(vanish_x, horizon, vanish_x, h, ya), _edge(vanish_x, horizon, vanish_x, h, yb)
-        c.fill([[(xa - half_a, ya), (xa + half_a, ya), (xb + half_b, yb), (xb - half_b, yb)]], "road", mark)
+        c.detail(road, [(xa - half_a, ya), (xa + half_a, ya), (xb + half_b, yb), (xb - half_b, yb)], mark)
 
     def scale_at(y):  # apparent size of an object standing at row y, 1 at the bottom
         return (y - horizon) / (h - horizon)
@@ -335,10 +359,10 @@ def render_street(rng: np.random.Generator, spec: StreetSpec = StreetSpec()):
             tall_far, tall_near = 0.25 * h * scale_at(y_far), 0.25 * h * scale_at(y_near)
             quad = [(x_far, y_far), (x_near, y_near), (x_near, y_near - tall_near), (x_far, y_far - tall_far)]
             if name == "fence":
-                c.fill([quad], "fence", _jitter(rng, (175, 150, 120), 20), "slats", contrast=60,
+                c.fill("fence", quad, _jitter(rng, (175, 150, 120), 20), "slats", contrast=60,
                        period=max(3.0, 0.015 * w))
             else:
-                c.fill([quad], "wall", _jitter(rng, (140, 140, 160), 15), "grain", contrast=5)
+                c.fill("wall", quad, _jitter(rng, (140, 140, 160), 15), "grain", contrast=5)
 
     # things standing on the ground, far to near so nearer ones occlude
     things = []
@@ -382,9 +406,9 @@ def render_street(rng: np.random.Generator, spec: StreetSpec = StreetSpec()):
 
     if rng.random() < spec.ego_vehicle_prob:  # the bonnet: a dark band bulging up from the bottom
         bulge = rng.uniform(0.06, 0.12) * h
-        c.fill(None, "ego vehicle", _jitter(rng, (30, 30, 35), 8),
-               ellipse=((w / 2, h + bulge * 0.6), (w * 0.75, bulge * 1.6), 0))
+        c.fill("ego vehicle", _ellipse(w / 2, h + bulge * 0.6, w * 0.75, bulge * 1.6), _jitter(rng, (30, 30, 35), 8))
 
     image = cv2.GaussianBlur(c.image, (0, 0), 0.6)
     image = image + rng.normal(0, spec.noise, image.shape).astype(np.float32)
-    return np.clip(image + 0.5, 0, 255).astype(np.uint8), c.label, c.instance
+    polygons = {"imgHeight": h, "imgWidth": w, "objects": c.objects}
+    return np.clip(image + 0.5, 0, 255).astype(np.uint8), c.label, c.instance, polygons

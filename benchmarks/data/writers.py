@@ -339,9 +339,10 @@ def write_cityscapes(root, splits: dict, spec: StreetSpec = StreetSpec(), seed: 
     cities ``CITYSCAPES_CITIES[split]`` (``synth<split>`` for other splits) is city ``i % n``, sequence ``i // n``:
     ``leftImg8bit/<split>/<city>/<city>_<seq:06d>_000019_leftImg8bit.png`` (RGB PNG) and next to it under
     ``gtFine/<split>/<city>/`` the ``_gtFine_labelIds.png`` and ``_gtFine_labelTrainIds.png`` (8-bit grey),
-    ``_gtFine_instanceIds.png`` (16-bit grey: labelId, or labelId * 1000 + k for objects) and ``_gtFine_color.png``
-    (RGBA, the label colours), as the real gtFine holds them; the ``_polygons.json`` files are not written. Scene
-    ``i`` is ``render_street(scene_rng(seed, f"cityscapes/{split}", i), spec)``.
+    ``_gtFine_instanceIds.png`` (16-bit grey: labelId, or labelId * 1000 + k for objects), ``_gtFine_color.png``
+    (RGBA, the label colours) and ``_gtFine_polygons.json`` (one polygon per object, which cityscapesscripts'
+    json2labelImg and json2instanceImg turn into exactly these PNGs), as the real gtFine holds them. Scene ``i`` is
+    ``render_street(scene_rng(seed, f"cityscapes/{split}", i), spec)``.
     """
     # imported here: benchmarks.segmentation may import benchmarks.data, not the other way round at import time
     from cityscapesscripts.helpers.labels import labels
@@ -356,7 +357,8 @@ def write_cityscapes(root, splits: dict, spec: StreetSpec = StreetSpec(), seed: 
     for split, num_images in splits.items():
         cities = CITYSCAPES_CITIES.get(split, (f"synth{split}",))
         for index in _progress(range(num_images), num_images, f"Cityscapes {split}"):
-            image, label_ids, instance_ids = render_street(scene_rng(seed, f"cityscapes/{split}", index), spec)
+            image, label_ids, instance_ids, polygons = render_street(scene_rng(seed, f"cityscapes/{split}", index),
+                                                                     spec)
             city = cities[index % len(cities)]
             stem = f"{city}_{index // len(cities):06d}_{CITYSCAPES_FRAME:06d}"
             image_dir, gt_dir = root / "leftImg8bit" / split / city, root / "gtFine" / split / city
@@ -367,4 +369,6 @@ def write_cityscapes(root, splits: dict, spec: StreetSpec = StreetSpec(), seed: 
             _write_png(gt_dir / f"{stem}_gtFine_labelTrainIds.png", LABEL_ID_TO_TRAIN_ID[label_ids])
             _write_png(gt_dir / f"{stem}_gtFine_instanceIds.png", instance_ids.astype(np.uint16))
             _write_png(gt_dir / f"{stem}_gtFine_color.png", colors[label_ids])
+            _atomic_write_bytes(gt_dir / f"{stem}_gtFine_polygons.json",
+                                json.dumps(polygons, separators=(",", ":")).encode())
     return root
