@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 from cityscapesscripts.helpers.annotation import Annotation
 from cityscapesscripts.helpers.csHelpers import getCoreImageFileName
+from cityscapesscripts.helpers.labels import id2label
 from cityscapesscripts.preparation.json2instanceImg import createInstanceImage
 from cityscapesscripts.preparation.json2labelImg import createLabelImage
 from PIL import Image
 
 from benchmarks.data import StreetSpec, render_street, scene_rng, write_cityscapes
+from benchmarks.data.streets import STREET_CLASSES
 from benchmarks.segmentation.cityscapes import (
     CITYSCAPES_CLASSES,
     CITYSCAPES_PALETTE,
@@ -213,6 +215,10 @@ def test_generated_set_holds_the_street_classes(generated):
     assert {"road", "sidewalk", "building", "vegetation", "sky", "car", "person", "pole"} <= present
     assert len(present) >= 12, present
     assert 0 < counts[255] < 0.2 * counts.sum()  # ignored pixels (ego vehicle) exist, as in the real set
+    drawn = set()
+    for label_file in generated.glob("gtFine/train/*/*_gtFine_labelIds.png"):
+        drawn |= {id2label[int(i)].name for i in np.unique(np.array(Image.open(label_file)))}
+    assert drawn <= set(STREET_CLASSES)  # every pixel is labelled (no "unlabeled"), only with the documented classes
 
 
 def test_render_is_deterministic():

@@ -24,7 +24,6 @@ __all__ = ["STREET_CLASSES", "StreetSpec", "render_street"]
 # label (trainId 255) that real Cityscapes frames show at the bottom.
 STREET_CLASSES = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
                   "vegetation", "terrain", "sky", "person", "car", "truck", "bus", "bicycle", "ego vehicle")
-_INSTANCE_CLASSES = frozenset({"person", "car", "truck", "bus", "bicycle"})
 
 
 @dataclass(frozen=True)
