@@ -11,6 +11,8 @@ from .data.builtin import generated_set_version
 from .detection.config import get_detection_defaults
 from .detection.train_net import run as run_detection
 from .engine.config import load_config
+from .segmentation.config import get_segmentation_defaults
+from .segmentation.train_net import run as run_segmentation
 
 CONFIG_ROOT = Path(__file__).resolve().parents[1] / "configs"
 
@@ -49,6 +51,13 @@ _PROBES = {
     "stagewise": ("linear probes on the stem and each stage's pooled features (SL-MLP Fig. 1)",
                   classification.run_stagewise),
 }
+TASKS["cityscapes_deeplabv3"] = Task(
+    description="DeepLab-v3 R50-D8 40k on Cityscapes fine 512x1024 (mIoU), mmseg's recipe (Exemplar Table 7)",
+    paper_config="segmentation/cityscapes_deeplabv3_R_50_D8_40k.yaml",
+    demo_config="segmentation/cityscapes_deeplabv3_R_50_D8_demo.yaml",
+    defaults=get_segmentation_defaults,
+    run=run_segmentation,
+)
 TASKS.update({name: Task(description=description, paper_config="classification/probe_R_50.yaml",
                          demo_config="classification/probe_R_50_demo.yaml", defaults=get_classification_defaults,
                          run=run) for name, (description, run) in _PROBES.items()})
@@ -58,7 +67,6 @@ TASKS.update({name: Task(description=description, paper_config="classification/p
 PLANNED_TASKS = {
     "coco_maskrcnn_fpn": "Mask R-CNN R50-FPN 1x on COCO 2017 (SL-MLP Table 3)",
     "coco_fasterrcnn_fpn": "Faster R-CNN R50-FPN 1x on COCO 2017",
-    "cityscapes_deeplab": "DeepLab-v3 R50-D8 on Cityscapes (mIoU)",
 }
 
 

@@ -31,6 +31,8 @@ COUNT_OPTIONS = {
     "domain_train": "ImageFolder train images of each of the two domains (domain_a/, domain_b/)",
     "domain_val": "ImageFolder val images of each domain",
     "domain_test": "ImageFolder test images of each domain",
+    "street_train": "Cityscapes-layout street scenes for semantic segmentation (cityscapes/), train",
+    "street_val": "Cityscapes-layout street scenes, val",
 }
 
 
@@ -42,7 +44,8 @@ def parse_args(argv=None) -> argparse.Namespace:
             "splits (classification/{train,val,test}/<class>/), multi-label CSV splits "
             "(classification_multilabel/{train,val,test}.csv, rows path,label1;label2) and ImageFolder "
             "splits of two visually distinct domains of the classification task "
-            "(domain_a/{train,val,test}/<class>/, domain_b/...). "
+            "(domain_a/{train,val,test}/<class>/, domain_b/...), the COCO scenes again in the VOCdevkit (VOC2007/) "
+            "and BDD100K (bdd100k/) layouts, and street scenes in the Cityscapes layout (cityscapes/). "
             "The same seed gives identical files."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
@@ -95,6 +98,7 @@ def main(argv=None):
         multilabel_spec=square_spec(builtin.MULTILABEL_SPEC, args.small_image_size, "--small-image-size"),
         domain_a_spec=square_spec(builtin.DOMAIN_A_SPEC, args.small_image_size, "--small-image-size"),
         domain_b_spec=square_spec(builtin.DOMAIN_B_SPEC, args.small_image_size, "--small-image-size"),
+        street_spec=builtin.StreetSpec(),
     )
     logging.info("Wrote %s in %.1f s", args.out, time.perf_counter() - start)
 

@@ -17,10 +17,12 @@ import shutil
 import time
 from pathlib import Path
 
+from .streets import StreetSpec
 from .synthetic import CATEGORIES, GENERATOR_VERSION, SceneSpec
 from .writers import (
     _atomic_write_bytes,
     write_bdd,
+    write_cityscapes,
     write_coco,
     write_image_folder,
     write_image_pool,
@@ -45,6 +47,8 @@ MULTILABEL_TEST_IMAGES = 300
 DOMAIN_TRAIN_IMAGES = 600  # of each domain
 DOMAIN_VAL_IMAGES = 150
 DOMAIN_TEST_IMAGES = 150
+STREET_TRAIN_IMAGES = 300  # Cityscapes-layout street scenes (cityscapes/)
+STREET_VAL_IMAGES = 50
 SEED = 0
 DETECTION_SPEC = SceneSpec(height=256, width=256, min_objects=2, max_objects=4, min_object_size=0.3,
                            max_object_size=0.55, background_contrast=0.15, texture_prob=0.15, max_occlusion=0.35)
@@ -94,6 +98,8 @@ def write_builtin_set(
     domain_train_images: int,
     domain_val_images: int,
     domain_test_images: int,
+    street_train_images: int,
+    street_val_images: int,
     seed: int,
     detection_spec: SceneSpec,
     small_image_spec: SceneSpec,
@@ -101,14 +107,16 @@ def write_builtin_set(
     multilabel_spec: SceneSpec,
     domain_a_spec: SceneSpec,
     domain_b_spec: SceneSpec,
+    street_spec: StreetSpec,
 ) -> Path:
     """Write a complete generated set into ``root``.
 
     Layout: COCO splits ``annotations/instances_{train,val}.json`` with images in ``train/`` and
     ``val/``; the same scenes in the VOCdevkit layout, ``VOC2007/`` with ``trainval`` (the COCO train scenes) and
     ``test`` (the val scenes), and in BDD100K's, ``bdd100k/images/100k/{train,val}/`` with
-    ``bdd100k/labels/det_20/det_{train,val}.json``; an unlabeled ``pool/``; ImageFolder splits
-    ``classification/{train,val,test}/<class>/``;
+    ``bdd100k/labels/det_20/det_{train,val}.json``; street scenes in the Cityscapes layout,
+    ``cityscapes/leftImg8bit/{train,val}/<city>/`` and ``cityscapes/gtFine/...`` (``street_*_images``); an unlabeled
+    ``pool/``; ImageFolder splits ``classification/{train,val,test}/<class>/``;
     multi-label splits ``classification_multilabel/{train,val,test}.csv`` with their images in
     ``classification_multilabel/{train,val,test}/``; ImageFolder splits of two visually distinct domains of the
     classification task, ``domain_a/{train,val,test}/<class>/`` and ``domain_b/...`` (each split's count per
@@ -120,6 +128,7 @@ def write_builtin_set(
     write_voc(root / "VOC2007", {"trainval": ("train", train_images), "test": ("val", val_images)}, detection_spec,
               seed)
     write_bdd(root, {"train": ("train", train_images), "val": ("val", val_images)}, detection_spec, seed)
+    write_cityscapes(root / "cityscapes", {"train": street_train_images, "val": street_val_images}, street_spec, seed)
     write_image_pool(root / "pool", pool_images, small_image_spec, seed)
     for split, count in (("train", classification_train_images), ("val", classification_val_images),
                          ("test", classification_test_images)):
@@ -146,12 +155,15 @@ def write_builtin_set(
         "domain_train_images": domain_train_images,
         "domain_val_images": domain_val_images,
         "domain_test_images": domain_test_images,
+        "street_train_images": street_train_images,
+        "street_val_images": street_val_images,
         "detection_spec": dataclasses.asdict(detection_spec),
         "small_image_spec": dataclasses.asdict(small_image_spec),
         "classification_spec": dataclasses.asdict(classification_spec),
         "multilabel_spec": dataclasses.asdict(multilabel_spec),
         "domain_a_spec": dataclasses.asdict(domain_a_spec),
         "domain_b_spec": dataclasses.asdict(domain_b_spec),
+        "street_spec": dataclasses.asdict(street_spec),
         "categories": CATEGORIES,
     }
     _atomic_write_bytes(root / "manifest.json", (json.dumps(manifest, indent=2) + "\n").encode())
@@ -173,6 +185,8 @@ def _default_set_arguments() -> dict:
         "domain_train_images": DOMAIN_TRAIN_IMAGES,
         "domain_val_images": DOMAIN_VAL_IMAGES,
         "domain_test_images": DOMAIN_TEST_IMAGES,
+        "street_train_images": STREET_TRAIN_IMAGES,
+        "street_val_images": STREET_VAL_IMAGES,
         "seed": SEED,
         "detection_spec": DETECTION_SPEC,
         "small_image_spec": SMALL_IMAGE_SPEC,
@@ -180,13 +194,14 @@ def _default_set_arguments() -> dict:
         "multilabel_spec": MULTILABEL_SPEC,
         "domain_a_spec": DOMAIN_A_SPEC,
         "domain_b_spec": DOMAIN_B_SPEC,
+        "street_spec": StreetSpec(),
     }
 
 
 _BUILTIN_SETS = {"default": _default_set_arguments}
 # Bump when write_builtin_set writes a new layout (not new pixels: that is GENERATOR_VERSION), so caches without it
-# are regenerated. 2: VOC2007/. 3: bdd100k/.
-LAYOUT_VERSION = 3
+# are regenerated. 2: VOC2007/. 3: bdd100k/. 4: cityscapes/.
+LAYOUT_VERSION = 4
 
 
 def generated_set_version(data_root):
@@ -209,7 +224,7 @@ def builtin_data_root(name: str = "default") -> Path:
     arguments = _BUILTIN_SETS[name]()
     serialized = json.dumps(
         {"layout": LAYOUT_VERSION,
-         **{k: dataclasses.asdict(v) if isinstance(v, SceneSpec) else v for k, v in arguments.items()}},
+         **{k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in arguments.items()}},
         sort_keys=True
     )
     digest = hashlib.sha256(serialized.encode()).hexdigest()[:8]

@@ -8,7 +8,7 @@ import torchvision.transforms.v2.functional as TF
 from torch.utils.data import DataLoader, Dataset
 
 from ..engine.distributed import get_world_size
-from ..engine.sampler import GroupedBatchSampler, InfiniteSampler, SeededSamples, ShardSampler
+from ..engine.sampler import GroupedBatchSampler, InfiniteSampler, SeededSamples, ShardSampler, collate_as_lists
 
 
 def shortest_edge_size(height: int, width: int, short_edge: int, max_size: int):
@@ -116,10 +116,6 @@ class TestSamples(Dataset):
         if self.min_size > 0:
             image, _ = resize_sample(image, None, shortest_edge_size(*original_size, self.min_size, self.max_size))
         return image.flip(0) if self.bgr else image, original_size, target["image_id"]
-
-
-def collate_as_lists(batch):
-    return tuple(map(list, zip(*batch)))
 
 
 def per_rank_batch_size(cfg) -> int:

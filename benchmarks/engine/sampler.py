@@ -120,3 +120,8 @@ class ShardSampler(Sampler):
 
     def __len__(self):
         return len(self.indices)
+
+
+def collate_as_lists(batch):
+    """A batch as lists of its samples' parts (images of different sizes stay separate tensors)."""
+    return tuple(map(list, zip(*batch)))
