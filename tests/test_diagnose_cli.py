@@ -1,15 +1,18 @@
 """Diagnosis outputs: charts for one and two models, tools/diagnose.py end to end, the detection benchmark's hook."""
 import importlib.util
+import io
 import json
 import os
 import subprocess
 import sys
+from xml.etree import ElementTree
 
 import pytest
+from PIL import Image
 
 from benchmarks.detection import train_net
 from benchmarks.detection.config import get_detection_defaults
-from benchmarks.diagnosis.charts import plot_hoiem_pies, plot_hoiem_trend, plot_tide
+from benchmarks.diagnosis.charts import DPI, plot_hoiem_pies, plot_hoiem_trend, plot_tide
 from benchmarks.diagnosis.hoiem import analyze_false_positives
 from benchmarks.diagnosis.inputs import load_ground_truth
 from benchmarks.engine import cli
@@ -18,6 +21,7 @@ from .conftest import REPO
 from .test_diagnosis_hoiem import DETS, GT
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+SVG = "http://www.w3.org/2000/svg"
 
 
 def tide_like(ap50: float, loc: float) -> dict:
@@ -27,10 +31,17 @@ def tide_like(ap50: float, loc: float) -> dict:
 
 
 def assert_charts(paths, stem):
+    """A PNG of the drawing's size and a well-formed SVG with shapes and its text as text (the SVG writer is terse,
+    so its byte count says little; its content does)."""
     assert [p.name for p in paths] == [f"{stem.name}.png", f"{stem.name}.svg"]
     png, svg = (p.read_bytes() for p in paths)
     assert png.startswith(PNG_SIGNATURE) and len(png) > 10_000
-    assert b"<svg" in svg and len(svg) > 10_000
+    root = ElementTree.fromstring(svg)
+    assert root.tag == f"{{{SVG}}}svg"
+    shapes = root.findall(f".//{{{SVG}}}path") + root.findall(f".//{{{SVG}}}circle")
+    assert len(shapes) > 6 and "".join(root.itertext()).strip()  # more than the colour key
+    with Image.open(io.BytesIO(png)) as image:
+        assert image.width == round(float(root.get("width").removesuffix("pt")) / 72 * DPI)
 
 
 @pytest.mark.parametrize("models", [["sup"], ["sup", "moco"]])

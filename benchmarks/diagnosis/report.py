@@ -20,7 +20,7 @@ def diagnose(gt, detections: dict, out_dir, modes=("bbox",), similar=None, max_d
     ``gt``: COCO annotation file, dict or COCO object; ``detections``: ``{model name: results file or list}``.
     Both JSON files are ``{model: {mode: result}}``. Returns the summary tables (markdown).
     """
-    # matplotlib only when charts are drawn: the detection benchmark imports this module in every run
+    # Pillow only when charts are drawn: the detection benchmark imports this module in every run
     from .charts import plot_hoiem_pies, plot_hoiem_trend, plot_tide
 
     # every file is read and checked once, for all modes, before any work
