@@ -192,3 +192,51 @@ def test_bad_detections_name_the_file_and_record(tmp_path):
         analyze_false_positives(GT, str(broken))
     with pytest.raises(ValueError, match="mode must be one of bbox, segm"):
         analyze_false_positives(GT, DETS, mode="keypoints")
+
+
+def test_score_ties_across_images_keep_the_order_images_first_appear_in():
+    """The top N of a class cuts through tied scores as the detections come: image 2's first here."""
+    gt = ground_truth([gt_box(1, CAT, BOX), gt_box(2, DOG, BOX)])
+    dets = [det(2, CAT, [60, 60, 20, 20], 0.5), det(1, CAT, BOX, 0.5)]  # BG on image 2, then the cat on image 1
+    cat = analyze_false_positives(gt, dets)["per_class"]["cat"]
+    assert cat["top_n"] == {"n": 1, "Cor": 0, **NO_FP, "BG": 1}
+    assert analyze_false_positives(gt, dets[::-1])["per_class"]["cat"]["top_n"] == {"n": 1, "Cor": 1, **NO_FP}
+
+
+def test_a_crowd_region_of_another_class_is_what_a_false_positive_is_confused_with():
+    """Other-class overlap counts crowd regions too, as the share of the detection inside them; a crowd region of
+    the detection's own class makes it ignored instead."""
+    truck_crowd = gt_box(1, TRUCK, [0, 0, 100, 100], iscrowd=1)
+    gt = ground_truth([gt_box(1, CAT, [70, 70, 20, 20]), truck_crowd, gt_box(2, DOG, [0, 0, 30, 30])])
+    dets = [det(1, CAT, [10, 10, 20, 20], 0.9),  # inside the truck crowd: IoU 1 with it -> Oth, confused with truck
+            det(2, DOG, [40, 40, 30, 30], 0.8),  # on nothing
+            det(1, TRUCK, [20, 20, 30, 30], 0.7)]  # inside its own class's crowd region: ignored
+    result = analyze_false_positives(gt, dets)
+    cat = result["per_class"]["cat"]
+    assert cat["top_n"] == {"n": 1, "Cor": 0, **NO_FP, "Oth": 1} and cat["confused_with"] == {"truck": 1}
+    assert result["per_class"]["dog"]["top_n"] == {"n": 1, "Cor": 0, **NO_FP, "BG": 1}
+    assert result["per_class"]["truck"]["num_ignored"] == 1 and result["per_class"]["truck"]["num_dets"] == 0
+
+
+def test_batches_of_images_give_the_per_image_answer():
+    """Images are classified in padded batches of different widths; one image alone gives the same kinds."""
+    rng = np.random.default_rng(0)
+    annotations, dets = [], []
+    for image in range(1, 31):
+        for _ in range(rng.integers(0, 6)):
+            box = [float(v) for v in np.round(rng.uniform([0, 0, 5, 5], [60, 60, 40, 40]), 1)]
+            annotations.append(gt_box(image, int(rng.integers(1, 4)), box, iscrowd=int(rng.random() < 0.1)))
+        for _ in range(rng.integers(0, 12)):
+            box = [float(v) for v in np.round(rng.uniform([0, 0, 5, 5], [60, 60, 40, 40]), 1)]
+            dets.append(det(image, int(rng.integers(1, 4)), box, float(np.round(rng.random(), 1))))
+    gt = ground_truth(annotations, num_images=30)
+    whole = analyze_false_positives(gt, dets)
+    by_image = {}
+    for image in range(1, 31):
+        mine = [d for d in dets if d["image_id"] == image]
+        for name, entry in analyze_false_positives(gt, mine)["per_class"].items():
+            counts = by_image.setdefault(name, dict.fromkeys(("num_dets", "num_fp", "num_ignored"), 0))
+            for key in counts:
+                counts[key] += entry[key]
+    assert {name: {key: entry[key] for key in ("num_dets", "num_fp", "num_ignored")}
+            for name, entry in whole["per_class"].items()} == by_image

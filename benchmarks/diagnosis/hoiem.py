@@ -22,10 +22,10 @@ import warnings
 from collections import Counter
 
 import numpy as np
-import pycocotools.mask as mask_util
 import yaml
 
 from .inputs import check_mode, load_detections, load_ground_truth
+from .tide import _batches, _box_ious, _column, _group, _mask_ious, _padded, _slots
 
 FP_TYPES = ("Loc", "Sim", "Oth", "BG")
 FP_POINTS = (25, 50, 100, 200, 400)  # "total false positives" on the x axis of the paper's Fig. 1
@@ -99,89 +99,112 @@ def resolve_similar(categories: list, similar=None) -> tuple[dict, str]:
     return {group: members for group, members in groups.items() if members}, source
 
 
-def _overlaps(coco, detections: list, annotations: list, mode: str) -> np.ndarray:
-    """IoU of detections x ground truth; against crowd regions, the fraction of the detection inside them."""
-    if mode == "bbox":
-        dt, gt = [d["bbox"] for d in detections], [a["bbox"] for a in annotations]
-    else:
-        dt, gt = [d["segmentation"] for d in detections], [coco.annToRLE(a) for a in annotations]
-    crowd = [int(a.get("iscrowd", 0)) for a in annotations]
-    return np.asarray(mask_util.iou(dt, gt, crowd), dtype=np.float64).reshape(len(dt), len(gt))
+def _classify_detections(best, best_iou, ignore, crowd_iou, other_cls, other_iou, det_cls, similar):
+    """Kind code and confused class of every detection, from its overlaps; detections in score order per image.
 
-
-def _classify_image(det_classes, ious, gt_classes, gt_crowd, gt_ignore, similar):
-    """Kind code per detection (score-sorted) of one image, and the class an Sim/Oth detection fired on."""
-    num_dets = len(det_classes)
+    ``best`` is the index of the non-crowd object of its class it overlaps most, ``best_iou`` that IoU (-1 without
+    one), ``ignore`` a flag per object, ``crowd_iou`` the largest share of it inside a crowd region of its class,
+    ``other_*`` the class and IoU of the other-class annotation it overlaps most.
+    """
+    num_dets = len(det_cls)
     kinds, confused = np.full(num_dets, FP_TYPES.index("BG")), np.full(num_dets, -1)
-    if ious.shape[1] == 0:
-        return kinds, confused
-    rows = np.arange(num_dets)
-    same = det_classes[:, None] == gt_classes[None, :]
-    object_ious = np.where(same & ~gt_crowd, ious, -1.0)
-    best = object_ious.argmax(1)
-    best_iou = object_ious[rows, best]
-    crowd_iou = np.where(same & gt_crowd, ious, 0.0).max(1)
-    other_ious = np.where(same, 0.0, ious)
-    other = other_ious.argmax(1)
-    other_iou = other_ious[rows, other]
-
+    # greedy in score order, each detection to its best object: the first claim on an object wins, later ones
+    # are duplicates (detections are grouped by image, so an object's claims are in score order)
+    claim = np.flatnonzero(best_iou >= POS_THRESH)
+    ignored = ignore[best[claim]]
+    kinds[claim[ignored]] = _IGNORED
+    claim = claim[~ignored]
+    _, first = np.unique(best[claim], return_index=True)
     duplicate = np.zeros(num_dets, dtype=bool)
-    detected = np.zeros(len(gt_classes), dtype=bool)
-    for i in np.flatnonzero(best_iou >= POS_THRESH):  # greedy in score order: the first claim wins
-        j = best[i]
-        if gt_ignore[j]:
-            kinds[i] = _IGNORED
-        elif detected[j]:
-            duplicate[i] = True
-        else:
-            detected[j], kinds[i] = True, _COR
+    duplicate[claim] = True
+    duplicate[claim[first]] = False
+    kinds[claim[first]] = _COR
     false_positive = kinds == FP_TYPES.index("BG")
     kinds[false_positive & (crowd_iou >= POS_THRESH)] = _IGNORED
     false_positive &= kinds != _IGNORED
     loc = false_positive & (duplicate | (best_iou >= LOW_THRESH))
     confusion = false_positive & ~loc & (other_iou >= LOW_THRESH)
-    confused[confusion] = gt_classes[other[confusion]]
-    is_similar = similar[det_classes, np.maximum(confused, 0)]
+    confused[confusion] = other_cls[confusion]
+    is_similar = similar[det_cls, np.maximum(confused, 0)]
     kinds[loc] = FP_TYPES.index("Loc")
     kinds[confusion & is_similar] = FP_TYPES.index("Sim")
     kinds[confusion & ~is_similar] = FP_TYPES.index("Oth")
     return kinds, confused
 
 
-def _classify(coco, dets: list, mode: str, similar: np.ndarray, class_index: dict, max_dets: int):
-    """Class index, score, kind and confused class of every detection kept (top ``max_dets`` per image)."""
-    by_image = {}
-    for det in dets:
-        by_image.setdefault(det["image_id"], []).append(det)
-    columns = {"cls": [], "score": [], "kind": [], "confused": []}
-    for image_id, image_dets in by_image.items():
-        image_dets = sorted(image_dets, key=lambda d: -d["score"])[:max_dets]
-        annotations = coco.imgToAnns.get(image_id, [])
-        det_classes = np.array([class_index[d["category_id"]] for d in image_dets], dtype=np.int64)
-        gt_classes = np.array([class_index[a["category_id"]] for a in annotations], dtype=np.int64)
-        gt_crowd = np.array([bool(a.get("iscrowd", 0)) for a in annotations], dtype=bool)
-        gt_ignore = np.array([bool(a.get("ignore", 0) or a.get("difficult", 0)) for a in annotations], dtype=bool)
-        ious = _overlaps(coco, image_dets, annotations, mode)
-        kinds, confused = _classify_image(det_classes, ious, gt_classes, gt_crowd, gt_ignore, similar)
-        columns["cls"].append(det_classes)
-        columns["score"].append(np.array([d["score"] for d in image_dets], dtype=np.float64))
-        columns["kind"].append(kinds)
-        columns["confused"].append(confused)
-    empty = {"cls": np.int64, "score": np.float64, "kind": np.int64, "confused": np.int64}
-    return {key: np.concatenate(parts) if parts else np.zeros(0, dtype=empty[key]) for key, parts in columns.items()}
+def _overlap_batch(det, gt, crowd, images, mode, out: dict) -> None:
+    """The overlaps ``_classify_detections`` reads, for the detections of one batch of images."""
+    d_slots, g_slots = _slots(det.starts, images), _slots(gt.starts, images)
+    rows = len(images)
+    d_cls, g_cls = _padded(det.cls, d_slots, rows, -1), _padded(gt.cls, g_slots, rows, -2)
+    g_crowd = _padded(crowd, g_slots, rows, False)
+    if mode == "bbox":
+        ious = _box_ious(_padded(det.geometry, d_slots, rows, 0.0), _padded(gt.geometry, g_slots, rows, 0.0),
+                         crowd=g_crowd[:, None, :])
+    else:
+        ious = _mask_ious(det, gt, images, (rows, d_slots[3], g_slots[3]), crowd=crowd)
+    d_row, d_slot, d_flat, _ = d_slots
+    same = (d_cls[:, :, None] == g_cls[:, None, :])[d_row, d_slot]
+    ious, g_crowd = ious[d_row, d_slot], g_crowd[d_row]
+    object_ious = np.where(same & ~g_crowd, ious, -1.0)
+    best = object_ious.argmax(1, keepdims=True)
+    out["best"][d_flat] = gt.starts[images][d_row] + best[:, 0]
+    out["best_iou"][d_flat] = np.take_along_axis(object_ious, best, 1)[:, 0]
+    out["crowd_iou"][d_flat] = np.where(same & g_crowd, ious, 0.0).max(1, initial=0.0)
+    other_ious = np.where(same, 0.0, ious)
+    other = other_ious.argmax(1, keepdims=True)
+    out["other_cls"][d_flat] = np.take_along_axis(_padded(gt.cls, g_slots, rows, -1)[d_row], other, 1)[:, 0]
+    out["other_iou"][d_flat] = np.take_along_axis(other_ious, other, 1)[:, 0]
+
+
+def _classify(coco, dets: list, mode: str, similar: np.ndarray, category_ids, max_dets: int):
+    """Class index, score, kind and confused class of every detection kept (top ``max_dets`` per image), images in
+    the order they first appear in ``dets``, each one's detections best score first (ties in file order)."""
+    image_ids = np.array(sorted(coco.imgs), dtype=np.int64)
+    image = np.searchsorted(image_ids, _column(dets, "image_id", np.int64))
+    # number the images by first appearance, those without detections after them
+    first_seen = np.full(len(image_ids), len(dets), dtype=np.int64)
+    seen, first = np.unique(image, return_index=True)
+    first_seen[seen] = first
+    rank = np.empty(len(image_ids), dtype=np.int64)
+    rank[np.argsort(first_seen, kind="stable")] = np.arange(len(image_ids))
+    image = rank[image]
+    score = _column(dets, "score", np.float64)
+    order = np.lexsort((-score, image))
+    starts = np.searchsorted(image[order], np.arange(len(image_ids) + 1))
+    order = order[np.arange(len(order)) - starts[image[order]] < max_dets]
+    det = _group(coco, dets, mode, image, category_ids, len(image_ids), order, score)
+
+    annotations = coco.dataset["annotations"]  # every image's in file order, crowd regions among them
+    gt_image = rank[np.searchsorted(image_ids, _column(annotations, "image_id", np.int64))]
+    gt_order = np.argsort(gt_image, kind="stable")
+    gt = _group(coco, annotations, mode, gt_image, category_ids, len(image_ids), gt_order)
+    crowd = np.array([bool(a.get("iscrowd", 0)) for a in annotations], dtype=bool)[gt_order]
+    ignore = np.array([bool(a.get("ignore", 0) or a.get("difficult", 0)) for a in annotations], dtype=bool)[gt_order]
+
+    num = len(det.cls)
+    overlaps = {"best": np.zeros(num, dtype=np.int64), "best_iou": np.full(num, -1.0),
+                "crowd_iou": np.zeros(num), "other_cls": np.full(num, -1), "other_iou": np.zeros(num)}
+    gt_counts = np.diff(gt.starts)
+    for images in _batches(np.diff(det.starts), gt_counts):
+        if gt_counts[images].any():  # else every detection of these images is BG, as initialised
+            _overlap_batch(det, gt, crowd, images, mode, overlaps)
+    kinds, confused = _classify_detections(overlaps["best"], overlaps["best_iou"], ignore, overlaps["crowd_iou"],
+                                           overlaps["other_cls"], overlaps["other_iou"], det.cls, similar)
+    return {"cls": det.cls, "score": det.score, "kind": kinds, "confused": confused}
 
 
 def _type_counts(kinds: np.ndarray) -> dict:
     return {name: int((kinds == code).sum()) for code, name in enumerate(FP_TYPES)}
 
 
-def _summary(kinds: np.ndarray, scores: np.ndarray, num_gt: int, top_n: dict, fp_points) -> dict:
-    """Totals, the FP types at N (given) and the FP types among the top K false positives for each K."""
-    false_positives = kinds[np.argsort(-scores, kind="stable")]
-    false_positives = false_positives[false_positives != _COR]
+def _summary(ranked_kinds: np.ndarray, num_gt: int, top_n: dict, fp_points) -> dict:
+    """Totals, the FP types at N (given) and the FP types among the top K false positives for each K, from the
+    kinds of the detections ranked by score."""
+    false_positives = ranked_kinds[ranked_kinds != _COR]
     curve = [{"top": k, "n_fp": int(min(k, len(false_positives))), **_type_counts(false_positives[:k])}
              for k in fp_points]
-    return {"num_gt": num_gt, "num_dets": int(len(kinds)), "num_fp": int(len(false_positives)),
+    return {"num_gt": num_gt, "num_dets": int(len(ranked_kinds)), "num_fp": int(len(false_positives)),
             "top_n": top_n, "curve": curve}
 
 
@@ -212,6 +235,7 @@ def analyze_false_positives_loaded(coco, dets: list, mode: str = "bbox", similar
     if len(set(names)) != len(names):
         raise ValueError(f"category names must be unique, got {names}")
     class_index = {category["id"]: i for i, category in enumerate(categories)}
+    category_ids = np.array(sorted(coco.cats), dtype=np.int64)
     groups, source = resolve_similar(categories, similar)
     index_of = {name: i for i, name in enumerate(names)}
     similar_matrix = np.zeros((len(names), len(names)), dtype=bool)
@@ -220,28 +244,33 @@ def analyze_false_positives_loaded(coco, dets: list, mode: str = "bbox", similar
         similar_matrix[np.ix_(member_index, member_index)] = True
     np.fill_diagonal(similar_matrix, False)
 
-    det = _classify(coco, dets, mode, similar_matrix, class_index, max_dets)
+    det = _classify(coco, dets, mode, similar_matrix, category_ids, max_dets)
     num_gt = Counter(class_index[a["category_id"]] for a in coco.dataset["annotations"]
                      if not (a.get("iscrowd", 0) or a.get("ignore", 0) or a.get("difficult", 0)))
-    counted = det["kind"] != _IGNORED
-    per_class, members_of = {}, {}
+    kind, cls = det["kind"], det["cls"]
+    counted = kind != _IGNORED
+    # one sort for every class and group: best score first, ties in detection order, then grouped by class
+    ranked = np.argsort(-det["score"], kind="stable")
+    ranked = ranked[counted[ranked]]
+    by_class = ranked[np.argsort(cls[ranked], kind="stable")]
+    bounds = np.searchsorted(cls[by_class], np.arange(len(names) + 1))
+    num_ignored = np.bincount(cls[~counted], minlength=len(names))
+    per_class = {}
     for i, name in enumerate(names):
-        mine = counted & (det["cls"] == i)
-        members_of[name] = mine
-        order = np.argsort(-det["score"][mine], kind="stable")[: num_gt[i]]
-        top = det["kind"][mine][order]
-        top_confused = det["confused"][mine][order]
+        mine = by_class[bounds[i]:bounds[i + 1]]
+        top, top_confused = kind[mine[: num_gt[i]]], det["confused"][mine[: num_gt[i]]]
         top_n = {"n": int(len(top)), "Cor": int((top == _COR).sum()), **_type_counts(top)}
-        entry = _summary(det["kind"][mine], det["score"][mine], num_gt[i], top_n, fp_points)
+        entry = _summary(kind[mine], num_gt[i], top_n, fp_points)
         confused_with = Counter(names[c] for c in top_confused[top_confused >= 0])
         entry["confused_with"] = dict(confused_with.most_common())
-        entry["num_ignored"] = int(((det["cls"] == i) & ~counted).sum())
+        entry["num_ignored"] = int(num_ignored[i])
         per_class[name] = entry
 
     def pooled(classes: list) -> dict:
-        mask = np.logical_or.reduce([members_of[name] for name in classes])
+        member = np.zeros(len(names), dtype=bool)
+        member[[index_of[name] for name in classes]] = True
         top_n = {key: sum(per_class[name]["top_n"][key] for name in classes) for key in ("n", "Cor", *FP_TYPES)}
-        return _summary(det["kind"][mask], det["score"][mask], sum(per_class[name]["num_gt"] for name in classes),
+        return _summary(kind[ranked[member[cls[ranked]]]], sum(per_class[name]["num_gt"] for name in classes),
                         top_n, fp_points)
 
     return {

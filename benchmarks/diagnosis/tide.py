@@ -157,10 +157,11 @@ def _padded(values, slots, rows: int, fill):
     return out
 
 
-def _box_ious(dt, gt, crowd: bool):
+def _box_ious(dt, gt, crowd):
     """IoU of xywh boxes [B, D, 4] x [B, G, 4] with pycocotools' arithmetic, so that thresholds cut identically.
 
-    Against a crowd region: intersection over the detection's area. Zero-size padding boxes give 0.
+    Against a crowd region: intersection over the detection's area. ``crowd``: whether every box of ``gt`` is one,
+    or a [B, 1, G] mask of those that are. Zero-size padding boxes give 0.
     """
     dx, dy, dw, dh = (dt[..., k, None] for k in range(4))
     gx, gy, gw, gh = (gt[..., None, :, k] for k in range(4))
@@ -170,19 +171,24 @@ def _box_ious(dt, gt, crowd: bool):
     h -= np.maximum(dy, gy)
     inter.clip(0.0, None, out=inter)  # no overlap in x or in y: 0, else width * height as pycocotools multiplies
     inter *= h.clip(0.0, None, out=h)
-    union = np.broadcast_to(dw * dh, inter.shape) if crowd else dw * dh + gw * gh - inter
+    if isinstance(crowd, np.ndarray):
+        union = np.where(crowd, dw * dh, dw * dh + gw * gh - inter)
+    else:
+        union = np.broadcast_to(dw * dh, inter.shape) if crowd else dw * dh + gw * gh - inter
     return np.divide(inter, union, out=np.zeros_like(inter), where=inter > 0)
 
 
-def _mask_ious(det: _Objects, objects: _Objects, images, shape, crowd: bool):
-    """Mask IoU [B, D, G] by pycocotools, one image at a time; padding stays 0."""
+def _mask_ious(det: _Objects, objects: _Objects, images, shape, crowd):
+    """Mask IoU [B, D, G] by pycocotools, one image at a time; padding stays 0. ``crowd``: whether every object is
+    a crowd region, or a flag per object of ``objects``."""
     out = np.zeros(shape)
     for row, image in enumerate(images):
         dt = det.geometry[det.starts[image]:det.starts[image + 1]]
         gt = objects.geometry[objects.starts[image]:objects.starts[image + 1]]
         if dt and gt:
-            out[row, :len(dt), :len(gt)] = np.asarray(mask_util.iou(dt, gt, [int(crowd)] * len(gt))).reshape(
-                len(dt), len(gt))
+            flags = (crowd[objects.starts[image]:objects.starts[image + 1]].astype(int).tolist()
+                     if isinstance(crowd, np.ndarray) else [int(crowd)] * len(gt))
+            out[row, :len(dt), :len(gt)] = np.asarray(mask_util.iou(dt, gt, flags)).reshape(len(dt), len(gt))
     return out
 
 
