@@ -1,28 +1,26 @@
 """Checkpoint formats: read any supported layout into the canonical backbone, write engine layouts.
 
-Imports nothing else of transferlab; reading never executes code stored in a checkpoint.
+Imports nothing else of transferlab; reading never executes code stored in a checkpoint. The names below are
+imported on first use, so that ``converters.io`` alone does not import torch.
 """
 
-from .canonical import check_backbone, expected_backbone_keys, infer_arch, save_canonical
-from .detectron2 import to_detectron2_names, write_detectron2_pkl
-from .io import CheckpointError, atomic_torch_save, load_torch_file
-from .readers import READERS, load_backbone
-from .report import CoverageReport
-from .writers import WRITERS, convert
+from .lazy import lazy_exports
 
-__all__ = [
-    "load_backbone",
-    "READERS",
-    "convert",
-    "WRITERS",
-    "CoverageReport",
-    "save_canonical",
-    "CheckpointError",
-    "atomic_torch_save",
-    "load_torch_file",
-    "expected_backbone_keys",
-    "infer_arch",
-    "check_backbone",
-    "write_detectron2_pkl",
-    "to_detectron2_names",
-]
+_EXPORTS = {
+    "load_backbone": "readers",
+    "READERS": "readers",
+    "convert": "writers",
+    "WRITERS": "writers",
+    "CoverageReport": "report",
+    "save_canonical": "canonical",
+    "CheckpointError": "io",
+    "atomic_torch_save": "io",
+    "load_torch_file": "io",
+    "expected_backbone_keys": "canonical",
+    "infer_arch": "canonical",
+    "check_backbone": "canonical",
+    "write_detectron2_pkl": "detectron2",
+    "to_detectron2_names": "detectron2",
+}
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

@@ -20,11 +20,13 @@ import shutil
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 import numpy as np
 import safetensors
-import torch
+
+if TYPE_CHECKING:  # else imported by the functions that need it: the diagnosis writes its json and charts here
+    import torch
 
 __all__ = [
     "CheckpointError",
@@ -124,6 +126,8 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 def atomic_torch_save(obj: object, path: str | os.PathLike) -> None:
     """``torch.save`` that never leaves a partial file at ``path``."""
+    import torch
+
     atomic_write(path, lambda file: torch.save(obj, file))
 
 
@@ -178,6 +182,8 @@ def load_torch_file(path: str | os.PathLike) -> object:
 
     A missing file raises FileNotFoundError (which names the path).
     """
+    import torch
+
     try:
         with torch.serialization.safe_globals(_SAFE_TORCH_GLOBALS):
             return torch.load(path, map_location="cpu", weights_only=True)

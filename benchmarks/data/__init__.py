@@ -1,39 +1,32 @@
-"""Datasets and formats: the built-in scene generator, its writers, and readers of the real formats."""
+"""Datasets and formats: the built-in scene generator, its writers, and readers of the real formats.
 
-from .builtin import builtin_data_root, cache_root, write_builtin_set
-from .coco import DATASET_CATALOG, COCODetection, load_coco_annotations, resolve_dataset
-from .streets import StreetSpec, render_street
-from .synthetic import CATEGORIES, GENERATOR_VERSION, SceneSpec, render_scene, scene_rng
-from .writers import (
-    SHAPE_TO_BDD_CLASS,
-    write_bdd,
-    write_cityscapes,
-    write_coco,
-    write_image_folder,
-    write_image_pool,
-    write_voc,
-)
+The names below are imported on first use: ``coco_json`` (what the diagnosis reads) needs neither torch nor cv2.
+"""
 
-__all__ = [
-    "CATEGORIES",
-    "DATASET_CATALOG",
-    "GENERATOR_VERSION",
-    "SHAPE_TO_BDD_CLASS",
-    "COCODetection",
-    "SceneSpec",
-    "StreetSpec",
-    "builtin_data_root",
-    "cache_root",
-    "load_coco_annotations",
-    "render_scene",
-    "render_street",
-    "resolve_dataset",
-    "scene_rng",
-    "write_bdd",
-    "write_builtin_set",
-    "write_cityscapes",
-    "write_coco",
-    "write_image_folder",
-    "write_image_pool",
-    "write_voc",
-]
+from converters.lazy import lazy_exports
+
+_EXPORTS = {
+    "CATEGORIES": "synthetic",
+    "DATASET_CATALOG": "coco",
+    "GENERATOR_VERSION": "synthetic",
+    "SHAPE_TO_BDD_CLASS": "writers",
+    "COCODetection": "coco",
+    "SceneSpec": "synthetic",
+    "StreetSpec": "streets",
+    "builtin_data_root": "builtin",
+    "cache_root": "builtin",
+    "load_coco_annotations": "coco_json",
+    "render_scene": "synthetic",
+    "render_street": "streets",
+    "resolve_dataset": "coco",
+    "scene_rng": "synthetic",
+    "write_bdd": "writers",
+    "write_builtin_set": "builtin",
+    "write_cityscapes": "writers",
+    "write_coco": "writers",
+    "write_image_folder": "writers",
+    "write_image_pool": "writers",
+    "write_voc": "writers",
+}
+__all__ = list(_EXPORTS)
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)

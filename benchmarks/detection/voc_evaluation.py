@@ -37,7 +37,7 @@ from collections.abc import Hashable, Sequence
 
 import numpy as np
 
-from ..data.coco import is_finite_number
+from ..data.coco_json import is_finite_number
 
 VOC_METRICS = ("AP", "AP50", "AP75")  # the summary Detectron2's PascalVOCDetectionEvaluator prints
 IOU_THRESHOLDS = tuple(t / 100.0 for t in range(50, 100, 5))

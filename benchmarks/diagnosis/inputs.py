@@ -15,7 +15,7 @@ import warnings
 
 from pycocotools.coco import COCO
 
-from ..data.coco import is_finite_number, load_coco_annotations
+from ..data.coco_json import is_finite_number, load_coco_annotations, read_json
 
 MODES = ("bbox", "segm")
 
@@ -78,8 +78,7 @@ def read_results_file(path) -> list:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"detections file not found: {os.fspath(path)}")
     try:
-        with open(path) as file:
-            records = json.load(file)
+        records = read_json(path)
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{os.fspath(path)} is not valid JSON: {error}") from error
     if not isinstance(records, list):

@@ -7,6 +7,7 @@ from converters import CheckpointError, atomic_torch_save, load_torch_file
 from converters.io import atomic_write_text, remove_stale_temporaries
 
 from .distributed import all_gather_object, get_rank, get_world_size, is_main_process, synchronize
+from .errors import ExistingRunError
 from .lock import holds_lock
 from .seed import get_rng_state, set_rng_state
 
@@ -14,10 +15,6 @@ logger = logging.getLogger("transferlab")
 
 LAST_CHECKPOINT = "last_checkpoint"
 TRAINING_STATE_KEYS = ("model", "iteration", "rng_states")  # what ``Checkpointer.save`` always writes
-
-
-class ExistingRunError(RuntimeError):
-    pass
 
 
 def unwrap(model):

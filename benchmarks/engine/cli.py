@@ -13,12 +13,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from torch.multiprocessing import ProcessExitedException
-
-from .checkpoint import ExistingRunError
-from .distributed import launched_with_torchrun
-from .launch import launch
-from .lock import OutputLockedError
+from .errors import ExistingRunError, OutputLockedError
 from .logging import FILE_ONLY
 
 USER_ERROR_STATUS = 2
@@ -80,7 +75,14 @@ def _worker(tool: str, main, *args) -> None:
 def run_tool(tool: str, main, *args, num_processes: int = 1) -> int:
     """Run ``main(*args)`` (in ``num_processes`` local processes, unless torchrun started this one) and return the
     exit status: ``main``'s return value, or 2 after a user error's one-line message."""
-    if num_processes <= 1 or launched_with_torchrun():
+    if num_processes <= 1:  # torch only for the tools that spawn processes: diagnose.py needs none of it
+        return _run(tool, main, args)
+    from torch.multiprocessing import ProcessExitedException
+
+    from .distributed import launched_with_torchrun
+    from .launch import launch
+
+    if launched_with_torchrun():
         return _run(tool, main, args)
     try:
         launch(functools.partial(_worker, tool, main), num_processes, args)

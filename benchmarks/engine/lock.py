@@ -14,14 +14,11 @@ import socket
 from pathlib import Path
 
 from .distributed import all_gather_object, is_main_process
+from .errors import OutputLockedError
 
 LOCK_FILE = ".lock"
 
 _held: dict[Path, int] = {}  # resolved output directory -> the descriptor holding its lock
-
-
-class OutputLockedError(RuntimeError):
-    """The output directory is locked by another live run."""
 
 
 def holds_lock(output_dir) -> bool:

@@ -3,8 +3,6 @@ import logging
 import sys
 from pathlib import Path
 
-from .distributed import get_rank
-
 # "transferlab" for the entry points; the package names for modules that log under ``__name__``.
 LOGGER_NAMES = ("transferlab", "benchmarks", "pretrain", "converters")
 
@@ -17,6 +15,8 @@ def _not_file_only(record: logging.LogRecord) -> bool:
 
 
 def setup_logger(output_dir=None) -> logging.Logger:
+    from .distributed import get_rank  # torch: not for the tools that only import FILE_ONLY
+
     rank = get_rank()
     formatter = logging.Formatter("[%(asctime)s %(name)s] %(message)s", datefmt="%m/%d %H:%M:%S")
     handlers = []
