@@ -4,7 +4,7 @@ Comparing models on the same data is the point (the Exemplar paper's Fig. 1 and 
 next to each other), so every chart takes ``{model name: result}`` and draws the models in adjacent panels on
 shared axes, in the Okabe-Ito palette, which stays distinguishable under the common colour-vision deficiencies.
 Each is written as PNG and SVG from one :class:`~.drawing.Canvas` (no matplotlib state, safe in a training process;
-a COCO diagnosis draws its ~170 panels in well under a second, where matplotlib took ~10 s).
+a COCO diagnosis draws its ~170 panels in ~0.5-1.5 s depending on load, where matplotlib took ~10 s).
 """
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
 """A minimal vector canvas written as PNG (Pillow) and as SVG (text), for charts of many small panels.
 
 The Hoiem charts have a panel per class, 86 on COCO, each with a title and labels: drawn with matplotlib (one Axes
-per panel, constrained layout, every text laid out twice for PNG and SVG) they took ~10 s of a ~12 s diagnosis.
+per panel, constrained layout, every text laid out twice for PNG and SVG) they took ~10 s, most of a diagnosis.
 Their shapes are simple (polygons, pie wedges, lines, text), so they are recorded here once, in inches with y
 pointing down, and written by Pillow (shapes drawn at twice the resolution and averaged down, which antialiases
-them; text in matplotlib's DejaVu Sans) and as plain SVG whose text stays text, in milliseconds.
+them; text in matplotlib's DejaVu Sans) and as plain SVG whose text stays text; PNG encoding is most of the cost.
 """
 from __future__ import annotations
 
