@@ -16,7 +16,8 @@ for both; the caches go to a temporary ``PYTHONPYCACHEPREFIX``, so neither the r
   ``summarize()`` (its printed tables) and ``plot(out)`` (its summary PNG). tidecv has no Hoiem analysis: we do
   more work in our process, so the ratio is conservative.
 
-Checks that every main and special dAP agrees within 0.01 (as ``tide_speed.py``) and exits non-zero otherwise.
+Needs tidecv (the Makefile installs it, ``--no-deps``, next to the ``test`` extra). Checks that every main and
+special dAP agrees within 0.01 (as ``tide_speed.py``) and exits non-zero otherwise.
 The last line is ``diagnose end to end: transferlab … s, tidecv … s, …x, max |dAP diff| …`` (medians).
 """
 from __future__ import annotations
