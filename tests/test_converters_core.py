@@ -255,9 +255,10 @@ def test_arch_mismatch_names_both(resnet18, tmp_path):
 
 def test_unrecognised_layout_lists_accepted_formats(tmp_path):
     torch.save({"weights": {"encoder.conv.weight": torch.zeros(1)}}, tmp_path / "odd.pth")
-    with pytest.raises(CheckpointError, match="accepted formats: canonical, transferlab_detector, moco, torchvision"):
+    accepted = "accepted formats: canonical, transferlab_detector, transferlab_segmenter, moco, torchvision"
+    with pytest.raises(CheckpointError, match=accepted):
         load_backbone(tmp_path / "odd.pth")
-    with pytest.raises(CheckpointError, match="accepted formats: canonical, transferlab_detector, moco, torchvision"):
+    with pytest.raises(CheckpointError, match=accepted):
         load_backbone(tmp_path / "odd.pth", format="vissl")
 
 

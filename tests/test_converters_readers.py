@@ -363,6 +363,26 @@ def transferlab_detector(model, rpn: str = "proposal_generator."):
     return checkpoint, set(heads) | set(extra_norm) | {"rng_states", "optimizer", "scheduler"}
 
 
+def transferlab_segmenter(model):
+    """transferlab's DeepLab-v3 model_final.pth: mmseg's names (backbone.*, decode_head.*, auxiliary_head.*) and the
+    trainer's state."""
+    heads = head("decode_head.image_pool.1.conv.weight", "decode_head.aspp_modules.1.bn.running_mean",
+                 "decode_head.conv_seg.weight", "auxiliary_head.convs.0.conv.weight", "auxiliary_head.conv_seg.bias")
+    weights = {**prefixed("backbone.", backbone_of(model)), **heads}
+    checkpoint = {"model": weights, "iteration": 40000, "rng_states": [get_rng_state()],
+                  "optimizer": sgd_state([torch.randn(8, 4)])}
+    return checkpoint, set(heads) | {"rng_states", "optimizer"}
+
+
+def mmseg_deeplabv3(model):
+    """An mmsegmentation 1.x EncoderDecoder checkpoint with the basic-stem ResNet (what --to mmseg's config trains)."""
+    heads = head("decode_head.bottleneck.conv.weight", "decode_head.conv_seg.weight", "auxiliary_head.conv_seg.weight")
+    checkpoint = {"meta": {"mmengine_version": "0.10.4", "iter": 40000,
+                           "dataset_meta": {"classes": ("road", "sidewalk")}},
+                  "state_dict": {**prefixed("backbone.", backbone_of(model)), **heads}}
+    return checkpoint, set(heads) | {"meta.dataset_meta"}
+
+
 def detectron2_flat(model):
     """Detectron2's plain names (stem.conv1, res2.0.conv1.norm, shortcut.norm) with BN counters, as .safetensors."""
     return full_state(model), set()
@@ -405,6 +425,8 @@ LAYOUTS = [
     Layout("detectron2_flat", detectron2_flat, "detectron2", suffix=".safetensors", source="detectron2"),
     Layout("transferlab_detector", transferlab_detector, "transferlab_detector", meta={"iteration": 720}),
     Layout("transferlab_detector_rpn", functools.partial(transferlab_detector, rpn="rpn."), "transferlab_detector"),
+    Layout("transferlab_segmenter", transferlab_segmenter, "transferlab_segmenter", meta={"iteration": 40000}),
+    Layout("mmseg_deeplabv3", mmseg_deeplabv3, "mmselfsup", meta={"iter": 40000}),
 ]
 LAYOUT_BY_NAME = {layout.name: layout for layout in LAYOUTS}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from .base import ReadResult, _entries_around, _module_reasons, _split_backbone, _wrapper_entries
+from .transferlab_segmenter import SEGMENTATION_HEADS
 
 _MM_PARTS = {
     "neck": "neck (projection MLP, pretraining only)",
@@ -19,11 +20,13 @@ _MM_PARTS = {
     "queue2_ptr": "queue pointer",
     "memory_bank": "memory bank of past embeddings",
     "data_preprocessor": "input normalization buffers",
+    **SEGMENTATION_HEADS,  # mmsegmentation's EncoderDecoder checkpoints
 }
 
 
 def read_mmselfsup(obj: object) -> ReadResult | None:
-    """OpenSelfSup, mmselfsup and mmpretrain checkpoints (mmcv/mmengine runners), HPT's releases included.
+    """OpenSelfSup, mmselfsup and mmpretrain checkpoints (mmcv/mmengine runners), HPT's releases included, and
+    mmsegmentation's (their decode and auxiliary heads ignored).
 
     ``{"meta", "state_dict": {"backbone.*", "neck.*", "head.*", ...}, "optimizer", ...}``; the mm
     ResNet uses torchvision's names. OpenSelfSup's MoCo/BYOL also save the backbone a second time

@@ -28,6 +28,7 @@ from .moco import read_moco
 from .mocov3 import read_mocov3
 from .torchvision import read_timm, read_torchvision
 from .transferlab_detector import read_transferlab_detector
+from .transferlab_segmenter import read_transferlab_segmenter
 from .vissl import read_vissl
 
 
@@ -40,6 +41,7 @@ class PartialBackboneWarning(UserWarning):
 READERS = {
     "canonical": read_canonical,
     "transferlab_detector": read_transferlab_detector,
+    "transferlab_segmenter": read_transferlab_segmenter,
     "moco": read_moco,
     "torchvision": read_torchvision,
     "timm": read_timm,
