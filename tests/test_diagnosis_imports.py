@@ -36,7 +36,7 @@ print("loaded:", sorted(m for m in {HEAVY!r} if m in sys.modules))
 
 def test_package_names_still_import_on_first_use():
     """``converters`` and ``benchmarks.data`` import their modules when a name is first read."""
-    assert converters.load_backbone.__module__ == "converters.readers"
+    assert converters.load_backbone.__module__ == "converters.readers.pipeline"
     assert benchmarks.data.write_coco.__module__ == "benchmarks.data.writers"
     assert benchmarks.data.load_coco_annotations is load_coco_annotations
     assert set(converters.__all__) <= set(dir(converters))
