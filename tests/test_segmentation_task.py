@@ -12,7 +12,7 @@ from benchmarks.segmentation import train_net
 from benchmarks.segmentation.config import get_segmentation_defaults
 from benchmarks.segmentation.evaluation import evaluate_cityscapes_official
 from benchmarks.segmentation.inference import Segmenter
-from converters import load_torch_file
+from converters import load_backbone, load_torch_file
 
 from .conftest import REPO
 from .test_detection_engine import run_tool
@@ -121,6 +121,23 @@ def test_killed_run_resumes_to_identical_weights_and_eval_only_reproduces_the_me
                       "--eval-only")
     assert result.returncode == 0, result.stderr[-3000:]
     assert json.loads((tmp_path / "straight" / "metrics.json").read_text()) == metrics
+
+    # to mmseg whole and back: the exported checkpoint evaluates to the same metrics
+    exported = tmp_path / "deeplabv3_mmseg.pth"
+    result = run_tool("tools/convert.py", str(tmp_path / "straight" / "model_final.pth"), str(exported), "--to",
+                      "mmseg")
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoint = load_torch_file(exported)
+    assert set(checkpoint) == {"meta", "state_dict"} and checkpoint["state_dict"].keys() == expected.keys()
+    assert checkpoint["meta"]["dataset_meta"]["classes"][0] == "road"
+    result = transfer(root, config, tmp_path / "from_mmseg", "--weights", str(exported), "--eval-only")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "loaded the whole DeepLab-v3" in (tmp_path / "from_mmseg" / "log.txt").read_text()
+    assert json.loads((tmp_path / "from_mmseg" / "metrics.json").read_text()) == metrics
+    # its backbone is what --weights reads from it for any task
+    state_dict, meta = load_backbone(exported)
+    assert meta["source_format"] == "mmselfsup" and torch.equal(state_dict["conv1.weight"],
+                                                                expected["backbone.conv1.weight"])
 
 
 def test_task_under_torchrun(tiny_cityscapes, tmp_path):

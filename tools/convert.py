@@ -3,6 +3,7 @@
 
   python tools/convert.py moco_v2_800ep_pretrain.pth.tar moco_r50.pkl --to detectron2
   python tools/convert.py work/mocov2/last.pth mocov2_deeplab.pth --to mmseg
+  python tools/convert.py work/transfer/cityscapes_deeplabv3-x/model_final.pth deeplabv3_mmseg.pth --to mmseg
   python tools/convert.py torchvision_r50.pth r50.safetensors --to safetensors --arch resnet50
   python tools/convert.py --inspect some_checkpoint.pth
   python tools/convert.py --list-formats
@@ -13,6 +14,10 @@ a tensor no rule explains, or a backbone tensor the file lacks, is an error (--a
 converts anyway and names each one). Detectron2, mmseg and mmdet outputs get a config next to
 them (OUT with .yaml / .py) holding the settings the weights need; an existing one is replaced only
 with --force. Outputs are written atomically and never over the input. Errors exit with status 2.
+
+A fine-tuned DeepLab-v3 (the model_final.pth of --task cityscapes_deeplabv3) goes to mmseg whole: --to mmseg writes
+every tensor (backbone, decode and auxiliary heads) as an mmseg checkpoint for mmseg's tools/test.py with
+configs/mmseg/deeplabv3_r50-d8_basic-stem_4xb2-40k_cityscapes-512x1024.py (--to torchvision gives its backbone).
 """
 import argparse
 import sys
@@ -58,6 +63,20 @@ def summary(function) -> str:
     return (function.__doc__ or "").strip().splitlines()[0]
 
 
+def export_whole_segmenter(input_path, output_path) -> bool:
+    """A fine-tuned DeepLab-v3 goes to mmseg whole; False for any other checkpoint (converted as a backbone)."""
+    from benchmarks.segmentation.mmseg import export_mmseg, read_segmenter
+
+    if read_segmenter(input_path) is None:
+        return False
+    count = export_mmseg(input_path, output_path)
+    print(f"{input_path}: a whole DeepLab-v3 (backbone, decode_head, auxiliary_head)\n"
+          f"{output_path}: mmsegmentation checkpoint, all {count} tensors under their own names (meta.dataset_meta: "
+          "Cityscapes' classes and palette); test it with mmseg's tools/test.py and "
+          "configs/mmseg/deeplabv3_r50-d8_basic-stem_4xb2-40k_cityscapes-512x1024.py")
+    return True
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     if args.list_formats:
@@ -75,6 +94,8 @@ def main(argv=None) -> int:
                                              allow_partial=args.allow_partial)
             source = SourceSummary.from_meta(args.inspect, state_dict, meta)
             print(source.format(args.verbose))
+        elif args.to == "mmseg" and export_whole_segmenter(args.input, args.output):
+            return 0
         else:
             report = convert(args.input, args.output, args.to, from_=args.from_, arch=args.arch,
                              allow_partial=args.allow_partial, force=args.force)

@@ -25,6 +25,7 @@ from .cityscapes import CITYSCAPES_CLASSES, CityscapesSemSeg
 from .config import validate_segmentation_config
 from .evaluation import SemSegConfusion, results_table
 from .inference import Segmenter
+from .mmseg import load_whole_segmenter, read_segmenter
 from .predictions import write_overlay, write_prediction
 from .transforms import photometric_distortion, random_crop, random_resize
 
@@ -143,9 +144,17 @@ def run(cfg, resume: bool = False, eval_only: bool = False) -> dict:
     checkpointer = Checkpointer(output_dir, model, optimizer, scheduler, scaler)  # mmseg's names, no prefix
 
     has_checkpoint = checkpointer.last_checkpoint() is not None
-    if eval_only and not has_checkpoint:
-        raise FileNotFoundError(f"--eval-only: no checkpoint in {output_dir} to evaluate")
-    if (resume or eval_only) and has_checkpoint:
+    whole = read_segmenter(cfg.MODEL.WEIGHTS) if eval_only and not has_checkpoint and Path(
+        cfg.MODEL.WEIGHTS).is_file() else None
+    if whole is not None:  # a fine-tuned model (this engine's or mmseg's), as Detectron2's --eval-only MODEL.WEIGHTS
+        load_whole_segmenter(model, whole, cfg.MODEL.WEIGHTS)
+        logger.info("--eval-only: loaded the whole DeepLab-v3 (%d tensors) from %s", len(whole), cfg.MODEL.WEIGHTS)
+        start_iter = 0
+    elif eval_only and not has_checkpoint:
+        raise FileNotFoundError(f"--eval-only: no checkpoint in {output_dir} to evaluate, and MODEL.WEIGHTS "
+                                f"({cfg.MODEL.WEIGHTS or 'empty'}) is not a whole DeepLab-v3 (this engine's or "
+                                "mmseg's)")
+    elif (resume or eval_only) and has_checkpoint:
         start_iter = checkpointer.resume()
     else:
         if not resume:
