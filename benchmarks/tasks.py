@@ -9,9 +9,11 @@ from .classification import train_net as classification
 from .classification.config import get_classification_defaults
 from .data.builtin import generated_set_version
 from .detection.config import get_detection_defaults
+from .detection.speed import measure_speed as measure_detection_speed
 from .detection.train_net import run as run_detection
 from .engine.config import load_config
 from .segmentation.config import get_segmentation_defaults
+from .segmentation.speed import measure_speed as measure_segmentation_speed
 from .segmentation.train_net import run as run_segmentation
 
 CONFIG_ROOT = Path(__file__).resolve().parents[1] / "configs"
@@ -24,6 +26,7 @@ class Task:
     demo_config: str  # used on the built-in generated data and on sets written by tools/make_data.py
     defaults: Callable[[], CfgNode]
     run: Callable
+    measure_speed: Callable | None = None  # tools/benchmark.py: (cfg, iters, images, warmup) -> seconds
 
 
 # The detection benchmarks share the detection engine and its config tree: (description, paper config, demo config).
@@ -36,7 +39,7 @@ _DETECTION = {
                        "bdd100k_R_50_C4_90k.yaml", "bdd100k_R_50_C4_demo.yaml"),
 }
 TASKS = {name: Task(description=description, paper_config=f"detection/{paper}", demo_config=f"detection/{demo}",
-                    defaults=get_detection_defaults, run=run_detection)
+                    defaults=get_detection_defaults, run=run_detection, measure_speed=measure_detection_speed)
          for name, (description, paper, demo) in _DETECTION.items()}
 
 # The classification probes share one config tree; each reads its own section (benchmarks/classification/config.py).
@@ -57,6 +60,7 @@ TASKS["cityscapes_deeplabv3"] = Task(
     demo_config="segmentation/cityscapes_deeplabv3_R_50_D8_demo.yaml",
     defaults=get_segmentation_defaults,
     run=run_segmentation,
+    measure_speed=measure_segmentation_speed,
 )
 TASKS.update({name: Task(description=description, paper_config="classification/probe_R_50.yaml",
                          demo_config="classification/probe_R_50_demo.yaml", defaults=get_classification_defaults,

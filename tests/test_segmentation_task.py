@@ -148,3 +148,14 @@ def test_task_under_torchrun(tiny_cityscapes, tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "naiveSyncBN" in (tmp_path / "ddp" / "log.txt").read_text()
     assert len(list((tmp_path / "ddp" / "predictions").rglob("*.png"))) == 3  # both ranks wrote their shard
+
+
+def test_benchmark_tool_times_the_segmentation_task(tiny_cityscapes):
+    root, config = tiny_cityscapes
+    result = run_tool("tools/benchmark.py", "--task", "cityscapes_deeplabv3", "--config", str(config), "--data-root",
+                      str(root), "--iters", "1", "--images", "1", "--warmup", "1", timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    speed = json.loads(result.stdout[result.stdout.index("{"):])
+    assert speed["train_s_per_iter"] > 0 and speed["inference_s_per_image"] > 0 and speed["train_images_per_iter"] == 2
+    result = run_tool("tools/benchmark.py", "--task", "knn")
+    assert result.returncode == 2 and "times the detection and segmentation tasks" in result.stderr

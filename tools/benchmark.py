@@ -4,6 +4,7 @@
   python tools/benchmark.py --task coco_maskrcnn                       # the demo recipe on built-in data
   python tools/benchmark.py --task coco_maskrcnn --data-root /data/coco  # the paper recipe
   python tools/benchmark.py --task coco_maskrcnn MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE 64 INPUT.MIN_SIZE_TEST 512
+  python tools/benchmark.py --task cityscapes_deeplabv3 --data-root /data   # 2 crops of 512x1024 per process
 
 Numbers are medians over timed iterations with random-init weights, as Detectron2's tools/benchmark.py
 reports them, so engines can be compared on the same settings.
@@ -15,7 +16,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.detection.speed import measure_speed  # noqa: E402
 from benchmarks.engine.cli import input_directory, run_tool  # noqa: E402
 from benchmarks.engine.distributed import init_distributed, is_main_process  # noqa: E402
 from benchmarks.engine.logging import setup_logger  # noqa: E402
@@ -46,10 +46,13 @@ def main(argv=None):
     init_distributed()
     logger = setup_logger()
     task = get_task(args.task)
+    if task.measure_speed is None:
+        raise ValueError(f"--task {args.task}: tools/benchmark.py times the detection and segmentation tasks ("
+                         + ", ".join(name for name, t in TASKS.items() if t.measure_speed) + ")")
     cfg, config_file, reason = load_task_config(task, args.config, args.data_root, args.opts)
     cfg.freeze()
     logger.info("Task %s: config %s (%s)", args.task, config_file, reason)
-    results = measure_speed(cfg, args.iters, args.images, args.warmup)
+    results = task.measure_speed(cfg, args.iters, args.images, args.warmup)
     if is_main_process():
         print(json.dumps(results, indent=2))
 

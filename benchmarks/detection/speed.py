@@ -1,4 +1,5 @@
 """Training and inference speed of a detection recipe, measured like Detectron2's tools/benchmark.py."""
+import contextlib
 import itertools
 import logging
 import time
@@ -18,9 +19,21 @@ from .train_net import detection_losses, load_datasets
 logger = logging.getLogger("transferlab")
 
 
-def _median(values):
+def median(values):
     values = sorted(values)
     return values[len(values) // 2]
+
+
+@contextlib.contextmanager
+def synchronize_device(device, times: list):
+    """Times the block into ``times``, waiting for the GPU's queue on both sides."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    tic = time.perf_counter()
+    yield
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    times.append(time.perf_counter() - tic)
 
 
 def measure_speed(cfg, train_iters: int = 10, inference_images: int = 20, warmup: int = 3) -> dict:
@@ -33,10 +46,6 @@ def measure_speed(cfg, train_iters: int = 10, inference_images: int = 20, warmup
     dtype = amp_dtype(device, cfg.SOLVER.AMP.ENABLED)
     results = {"device": str(device), "processes": get_world_size(), "amp": str(dtype) if dtype else "off"}
 
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
     if train_iters > 0:
         optimizer = build_sgd(model, cfg.SOLVER.BASE_LR, cfg.SOLVER.MOMENTUM, cfg.SOLVER.WEIGHT_DECAY,
                               cfg.SOLVER.WEIGHT_DECAY_NORM)
@@ -45,16 +54,13 @@ def measure_speed(cfg, train_iters: int = 10, inference_images: int = 20, warmup
         model.train()
         times = []
         for batch in batches:
-            sync()
-            tic = time.perf_counter()
-            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                losses = compute_losses(model, batch)
-            optimizer.zero_grad(set_to_none=True)
-            sum(losses.values()).backward()
-            optimizer.step()
-            sync()
-            times.append(time.perf_counter() - tic)
-        results["train_s_per_iter"] = _median(times[warmup:])
+            with synchronize_device(device, times):
+                with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                    losses = compute_losses(model, batch)
+                optimizer.zero_grad(set_to_none=True)
+                sum(losses.values()).backward()
+                optimizer.step()
+        results["train_s_per_iter"] = median(times[warmup:])
         results["train_images_per_iter"] = cfg.SOLVER.IMS_PER_BATCH // get_world_size()
 
     if inference_images > 0:
@@ -62,11 +68,8 @@ def measure_speed(cfg, train_iters: int = 10, inference_images: int = 20, warmup
         times = []
         with torch.no_grad():
             for images, _, _ in itertools.islice(build_test_loader(cfg, test_set), warmup + inference_images):
-                sync()
-                tic = time.perf_counter()
-                with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                    model([image.to(device) for image in images])
-                sync()
-                times.append(time.perf_counter() - tic)
-        results["inference_s_per_image"] = _median(times[warmup:])
+                with synchronize_device(device, times):
+                    with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                        model([image.to(device) for image in images])
+        results["inference_s_per_image"] = median(times[warmup:])
     return results
