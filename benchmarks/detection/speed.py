@@ -36,6 +36,20 @@ def synchronize_device(device, times: list):
     times.append(time.perf_counter() - tic)
 
 
+def median_training_time(batches, losses_of, optimizer, device, dtype, warmup: int) -> float:
+    """Median seconds of a training step (forward under autocast, backward, SGD step) over ``batches`` after the
+    first ``warmup``."""
+    times = []
+    for batch in batches:
+        with synchronize_device(device, times):
+            with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+                losses = losses_of(batch)
+            optimizer.zero_grad(set_to_none=True)
+            sum(losses.values()).backward()
+            optimizer.step()
+    return median(times[warmup:])
+
+
 def measure_speed(cfg, train_iters: int = 10, inference_images: int = 20, warmup: int = 3) -> dict:
     """Median seconds per training iteration (forward, backward, SGD step) and per test image, after warm-up."""
     validate_detection_config(cfg)
@@ -52,15 +66,8 @@ def measure_speed(cfg, train_iters: int = 10, inference_images: int = 20, warmup
         compute_losses = detection_losses(device)
         batches = list(itertools.islice(iter(build_train_loader(cfg, train_set, 0)), warmup + train_iters))
         model.train()
-        times = []
-        for batch in batches:
-            with synchronize_device(device, times):
-                with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-                    losses = compute_losses(model, batch)
-                optimizer.zero_grad(set_to_none=True)
-                sum(losses.values()).backward()
-                optimizer.step()
-        results["train_s_per_iter"] = median(times[warmup:])
+        results["train_s_per_iter"] = median_training_time(
+            batches, lambda batch: compute_losses(model, batch), optimizer, device, dtype, warmup)
         results["train_images_per_iter"] = cfg.SOLVER.IMS_PER_BATCH // get_world_size()
 
     if inference_images > 0:

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import torch
 
-from converters import load_backbone
 from converters.io import CheckpointError, atomic_write_text, load_torch_file
 
 from ..data.coco import COCODetection
@@ -18,6 +17,7 @@ from ..engine.precise_bn import update_bn_stats
 from ..engine.seed import seed_everything
 from ..engine.solver import build_lr_scheduler, build_sgd
 from ..engine.trainer import IterationTrainer, TrainingSchedule, amp_dtype
+from ..engine.weights import describe_source, read_pretrained_backbone
 from ..modeling.norm import resolve_norm
 from ..modeling.rcnn import build_rcnn_c4, load_backbone_weights
 from .config import validate_detection_config
@@ -85,25 +85,14 @@ def describe_metric(split) -> str:
 
 
 def initialize_backbone(model, cfg) -> None:
-    weights = cfg.MODEL.WEIGHTS
-    if weights == "none":
-        logger.info("MODEL.WEIGHTS none: the backbone starts from random initialization (the scratch baseline)")
+    pretrained = read_pretrained_backbone(cfg.MODEL, "detector")
+    if pretrained is None:
         return
-    state_dict, meta = load_backbone(weights)
-    expected_arch = f"resnet{cfg.MODEL.RESNETS.DEPTH}"
-    if meta["arch"] != expected_arch:
-        raise ValueError(f"{weights} holds a {meta['arch']} backbone but the detector is built on {expected_arch} "
-                         f"(MODEL.RESNETS.DEPTH {cfg.MODEL.RESNETS.DEPTH})")
+    state_dict, meta = pretrained
     loaded = load_backbone_weights(model, state_dict)
     coverage = (f"all {loaded}" if loaded == len(state_dict) else
                 f"{loaded} of {len(state_dict)} (the rest are BN batch counters, which FrozenBN does not keep)")
-    method = f", method {meta['method']}" if meta.get("method") else ""
-    logger.info("Loaded %s backbone tensors from %s (%s format, %s%s)", coverage, weights,
-                meta.get("source_format", "?"), meta["arch"], method)
-    for key, value in (("pixel_mean", cfg.MODEL.PIXEL_MEAN), ("pixel_std", cfg.MODEL.PIXEL_STD)):
-        if meta.get(key) is not None and [round(v, 3) for v in meta[key]] != [round(v, 3) for v in value]:
-            logger.warning("The backbone was pretrained with %s %s, the detector normalizes with MODEL.%s %s",
-                           key, meta[key], key.upper(), list(value))
+    logger.info("Loaded %s backbone tensors from %s", coverage, describe_source(cfg.MODEL.WEIGHTS, meta))
 
 
 def whole_detector_state(weights: str) -> dict | None:

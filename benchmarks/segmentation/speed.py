@@ -3,7 +3,7 @@ import itertools
 
 import torch
 
-from ..detection.speed import median, synchronize_device
+from ..detection.speed import median, median_training_time, synchronize_device
 from ..engine.distributed import current_device, get_world_size
 from ..engine.seed import seed_everything
 from ..engine.solver import build_sgd
@@ -27,22 +27,15 @@ def measure_speed(cfg, train_iters: int = 10, inference_images: int = 20, warmup
                           cfg.MODEL.IGNORE_LABEL, cfg.MODEL.AUXILIARY_HEAD.LOSS_WEIGHT).to(device)
     dtype = amp_dtype(device, cfg.SOLVER.AMP.ENABLED)
     results = {"device": str(device), "processes": get_world_size(), "amp": str(dtype) if dtype else "off"}
-    autocast = lambda: torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)  # noqa: E731
 
     if train_iters > 0:
         optimizer = build_sgd(segmenter, cfg.SOLVER.BASE_LR, cfg.SOLVER.MOMENTUM, cfg.SOLVER.WEIGHT_DECAY,
                               cfg.SOLVER.WEIGHT_DECAY)
         batches = list(itertools.islice(iter(build_train_loader(cfg, train_set, 0)), warmup + train_iters))
         segmenter.train()
-        times = []
-        for images, labels in batches:
-            with synchronize_device(device, times):
-                with autocast():
-                    losses = segmenter([image.to(device) for image in images], labels)
-                optimizer.zero_grad(set_to_none=True)
-                sum(losses.values()).backward()
-                optimizer.step()
-        results["train_s_per_iter"] = median(times[warmup:])
+        results["train_s_per_iter"] = median_training_time(
+            batches, lambda batch: segmenter([image.to(device) for image in batch[0]], batch[1]), optimizer, device,
+            dtype, warmup)
         results["train_images_per_iter"] = cfg.SOLVER.IMS_PER_BATCH // get_world_size()
 
     if inference_images > 0:
@@ -50,7 +43,8 @@ def measure_speed(cfg, train_iters: int = 10, inference_images: int = 20, warmup
         times, test = [], cfg.TEST
         for index in itertools.islice(itertools.cycle(range(len(test_set))), warmup + inference_images):
             image = test_set[index][0].to(device)
-            with synchronize_device(device, times), autocast():
+            with synchronize_device(device, times), torch.autocast(device.type, dtype=dtype,
+                                                                   enabled=dtype is not None):
                 segmenter.predict(image, test.SCALE, test.MODE, test.SLIDE_CROP, test.SLIDE_STRIDE)
         results["inference_s_per_image"] = median(times[warmup:])
     return results

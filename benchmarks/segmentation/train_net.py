@@ -8,7 +8,6 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from converters import load_backbone
 from converters.io import atomic_write_text
 
 from ..data.builtin import builtin_data_root
@@ -19,6 +18,7 @@ from ..engine.sampler import InfiniteSampler, SeededSamples, ShardSampler, colla
 from ..engine.seed import seed_everything
 from ..engine.solver import build_poly_scheduler, build_sgd
 from ..engine.trainer import IterationTrainer, TrainingSchedule, amp_dtype
+from ..engine.weights import describe_source, read_pretrained_backbone
 from ..modeling.deeplab import build_deeplabv3, load_backbone_weights
 from ..modeling.norm import resolve_norm
 from .cityscapes import CITYSCAPES_CLASSES, CityscapesSemSeg
@@ -82,19 +82,13 @@ def load_datasets(cfg):
 
 
 def initialize_backbone(model, cfg) -> None:
-    weights = cfg.MODEL.WEIGHTS
-    if weights == "none":
-        logger.info("MODEL.WEIGHTS none: the backbone starts from random initialization (the scratch baseline)")
+    pretrained = read_pretrained_backbone(cfg.MODEL, "DeepLab-v3")
+    if pretrained is None:
         return
-    state_dict, meta = load_backbone(weights)
-    expected_arch = f"resnet{cfg.MODEL.RESNETS.DEPTH}"
-    if meta["arch"] != expected_arch:
-        raise ValueError(f"{weights} holds a {meta['arch']} backbone but the model is built on {expected_arch} "
-                         f"(MODEL.RESNETS.DEPTH {cfg.MODEL.RESNETS.DEPTH})")
+    state_dict, meta = pretrained
     loaded = load_backbone_weights(model, state_dict)
-    logger.info("Loaded all %d backbone tensors from %s (%s format, %s%s): every tensor of the backbone, the "
-                "7x7 stem included", loaded, weights, meta.get("source_format", "?"), meta["arch"],
-                f", method {meta['method']}" if meta.get("method") else "")
+    logger.info("Loaded all %d backbone tensors from %s: every tensor of the backbone, the 7x7 stem included",
+                loaded, describe_source(cfg.MODEL.WEIGHTS, meta))
 
 
 @torch.no_grad()
