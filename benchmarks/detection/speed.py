@@ -11,7 +11,7 @@ from ..engine.seed import seed_everything
 from ..engine.solver import build_sgd
 from ..engine.trainer import amp_dtype
 from ..modeling.norm import resolve_norm
-from ..modeling.rcnn import build_rcnn_c4
+from ..modeling.rcnn import build_detector
 from .config import validate_detection_config
 from .data import build_test_loader, build_train_loader
 from .train_net import detection_losses, load_datasets
@@ -56,7 +56,7 @@ def measure_speed(cfg, train_iters: int = 10, inference_images: int = 20, warmup
     device = current_device()
     train_set, test_set, _ = load_datasets(cfg)
     seed_everything(cfg.SEED)
-    model = build_rcnn_c4(cfg, resolve_norm(cfg.MODEL.RESNETS.NORM, device)).to(device)
+    model = build_detector(cfg, resolve_norm(cfg.MODEL.RESNETS.NORM, device)).to(device)
     dtype = amp_dtype(device, cfg.SOLVER.AMP.ENABLED)
     results = {"device": str(device), "processes": get_world_size(), "amp": str(dtype) if dtype else "off"}
 

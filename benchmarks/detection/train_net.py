@@ -19,7 +19,7 @@ from ..engine.solver import build_lr_scheduler, build_sgd
 from ..engine.trainer import IterationTrainer, TrainingSchedule, amp_dtype
 from ..engine.weights import describe_source, read_pretrained_backbone
 from ..modeling.norm import resolve_norm
-from ..modeling.rcnn import build_rcnn_c4, load_backbone_weights
+from ..modeling.rcnn import build_detector, describe_detector, load_backbone_weights
 from .config import validate_detection_config
 from .data import build_test_loader, build_train_loader
 from .datasets import dataset_root, resolve_detection_split, to_voc_results
@@ -174,9 +174,9 @@ def run(cfg, resume: bool = False, eval_only: bool = False) -> dict:
 
     seed_everything(cfg.SEED)  # identical initialization on every rank
     norm = resolve_norm(cfg.MODEL.RESNETS.NORM, device)
-    model = build_rcnn_c4(cfg, norm).to(device)
-    logger.info("Model: R%d-C4 %s R-CNN, norm %s, %.1fM parameters", cfg.MODEL.RESNETS.DEPTH,
-                "Mask" if cfg.MODEL.MASK_ON else "Faster", norm, sum(p.numel() for p in model.parameters()) / 1e6)
+    model = build_detector(cfg, norm).to(device)
+    logger.info("Model: %s, norm %s, %.1fM parameters", describe_detector(cfg), norm,
+                sum(p.numel() for p in model.parameters()) / 1e6)
     optimizer = build_sgd(model, cfg.SOLVER.BASE_LR, cfg.SOLVER.MOMENTUM, cfg.SOLVER.WEIGHT_DECAY,
                           cfg.SOLVER.WEIGHT_DECAY_NORM)
     scheduler = build_lr_scheduler(optimizer, cfg.SOLVER)

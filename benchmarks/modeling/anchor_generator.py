@@ -23,6 +23,16 @@ def generate_cell_anchors(sizes, aspect_ratios) -> torch.Tensor:
     return torch.tensor(anchors, dtype=torch.float32)
 
 
+def broadcast_per_level(params, num_levels: int) -> list:
+    """One list per feature map: a single list applies to every map (Detectron2's ``_broadcast_params``)."""
+    params = [list(p) for p in params]
+    if len(params) == 1:
+        return params * num_levels
+    if len(params) != num_levels:
+        raise ValueError(f"one list for all {num_levels} feature maps or one per map, got {len(params)}: {params}")
+    return params
+
+
 class DefaultAnchorGenerator(nn.Module):
     """One set of cell anchors per feature map; ``forward`` returns float32 anchors (H*W*A x 4) per map."""
 

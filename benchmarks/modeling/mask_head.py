@@ -1,15 +1,23 @@
-"""The C4 mask head (Detectron2's ``MaskRCNNConvUpsampleHead`` with no convs), its loss and inference."""
+"""Detectron2's ``MaskRCNNConvUpsampleHead`` (no convs on C4's res5 features, NUM_CONV 4 on the FPN's pooled
+features), its loss and inference."""
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .norm import ConvNormReLU
+
 
 class MaskRCNNConvUpsampleHead(nn.Module):
-    """2x deconvolution and ReLU on the res5 features of each RoI, then one 1x1 mask logit map per class."""
+    """``num_conv`` 3x3 convs (``mask_fcn1..``, with ``norm``), a 2x deconvolution and ReLU, then one 1x1 mask logit
+    map per class; names and initialisation (``c2_msra_fill``, predictor std 0.001) are Detectron2's."""
 
-    def __init__(self, in_channels: int, conv_dim: int, num_classes: int):
+    def __init__(self, in_channels: int, conv_dim: int, num_classes: int, num_conv: int = 0, norm: str = ""):
         super().__init__()
-        self.deconv = nn.ConvTranspose2d(in_channels, conv_dim, kernel_size=2, stride=2)
+        self.num_conv = num_conv
+        for k in range(num_conv):
+            self.add_module(f"mask_fcn{k + 1}", ConvNormReLU(in_channels if k == 0 else conv_dim, conv_dim, norm))
+        self.deconv = nn.ConvTranspose2d(in_channels if num_conv == 0 else conv_dim, conv_dim, kernel_size=2,
+                                         stride=2)
         self.predictor = nn.Conv2d(conv_dim, num_classes, kernel_size=1)
         nn.init.kaiming_normal_(self.deconv.weight, mode="fan_out", nonlinearity="relu")
         nn.init.zeros_(self.deconv.bias)
@@ -17,6 +25,8 @@ class MaskRCNNConvUpsampleHead(nn.Module):
         nn.init.zeros_(self.predictor.bias)
 
     def forward(self, x):
+        for k in range(self.num_conv):
+            x = getattr(self, f"mask_fcn{k + 1}")(x)
         return self.predictor(F.relu(self.deconv(x)))
 
 

@@ -10,6 +10,10 @@ from ..engine.distributed import differentiable_all_reduce, get_world_size, is_d
 logger = logging.getLogger("transferlab")
 
 NORM_CHOICES = ("SyncBN", "naiveSyncBN", "BN", "FrozenBN")
+# Norms of the layers a detector adds (FPN.NORM, ROI_BOX_HEAD.NORM, ROI_MASK_HEAD.NORM): "" for none, as in
+# Detectron2, and GroupNorm with 32 groups (Detectron2's "GN") besides the backbone's choices.
+HEAD_NORM_CHOICES = ("", "GN", *NORM_CHOICES)
+GN_GROUPS = 32
 
 
 class NaiveSyncBatchNorm(nn.BatchNorm2d):
@@ -69,6 +73,22 @@ def norm_layer(norm: str):
     }[norm]
 
 
+def resolve_head_norm(norm: str, device: torch.device) -> str:
+    """``resolve_norm`` for the added layers; "" (no norm) and "GN" need no process group and run as they are."""
+    if norm not in HEAD_NORM_CHOICES:
+        raise ValueError(f"unknown norm {norm!r}; choose one of {', '.join(map(repr, HEAD_NORM_CHOICES))}")
+    return norm if norm in ("", "GN") else resolve_norm(norm, device)
+
+
+def head_norm_layer(norm: str):
+    """``norm_layer`` for a resolved head norm, None for "" (the conv then keeps its bias, as in Detectron2)."""
+    if norm == "":
+        return None
+    if norm == "GN":
+        return lambda channels: nn.GroupNorm(GN_GROUPS, channels)
+    return norm_layer(norm)
+
+
 def freeze_module(module: nn.Module) -> nn.Module:
     """Stop training a module: no gradients, and its BatchNorms become FrozenBN (as Detectron2's FREEZE_AT does)."""
     for param in module.parameters():
@@ -90,3 +110,22 @@ def convert_to_frozen_bn(module: nn.Module) -> nn.Module:
         if converted is not child:
             setattr(module, name, converted)
     return module
+
+
+class ConvNormReLU(nn.Conv2d):
+    """3x3 conv, optional norm, ReLU: Detectron2's ``Conv2d(..., norm=, activation=relu)`` with its parameter names
+    (``<name>.weight``, ``<name>.norm.*``; a bias only without norm) and its ``c2_msra_fill`` initialisation."""
+
+    def __init__(self, in_channels: int, out_channels: int, norm: str):
+        super().__init__(in_channels, out_channels, kernel_size=3, padding=1, bias=norm == "")
+        factory = head_norm_layer(norm)
+        self.norm = factory(out_channels) if factory is not None else None
+        nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def forward(self, x):
+        x = super().forward(x)
+        if self.norm is not None:
+            x = self.norm(x)
+        return torch.relu(x)

@@ -27,9 +27,10 @@ def _corners(coord: torch.Tensor, size: int):
     return low, high, 1 - frac, frac
 
 
-def interpolation_matrix(boxes: torch.Tensor, height: int, width: int, output_size: int, spatial_scale: float,
-                         sampling_ratio: int, aligned: bool) -> torch.Tensor:
-    """Sparse (CSR) ``(R * output_size**2, height * width)`` matrix of one image's RoIAlign weights."""
+def interpolation_entries(boxes: torch.Tensor, height: int, width: int, output_size: int, spatial_scale: float,
+                          sampling_ratio: int, aligned: bool):
+    """``(indices, values)`` of one image's RoIAlign weights: a 2 x K (row = RoI * output_size**2 + bin, column =
+    feature cell y * width + x) index and the K weights, coinciding corners not yet summed."""
     num_rois, out = boxes.shape[0], output_size
     dtype, device = torch.float32, boxes.device
     boxes = boxes.to(dtype) * spatial_scale - (0.5 if aligned else 0.0)
@@ -71,13 +72,24 @@ def interpolation_matrix(boxes: torch.Tensor, height: int, width: int, output_si
             nonzero = weights != 0  # padding samples of RoIs with fewer samples than the largest, clamped corners
             indices.append(torch.stack([rows[nonzero], cols[nonzero]]))
             values.append(weights[nonzero])
-    size = (num_rois * out * out, height * width)
-    # coalescing sums the weights of corners that coincide (torchvision adds them the same way)
-    matrix = torch.sparse_coo_tensor(torch.cat(indices, dim=1), torch.cat(values), size,
+    return torch.cat(indices, dim=1), torch.cat(values)
+
+
+def sparse_matrix(indices: torch.Tensor, values: torch.Tensor, size) -> torch.Tensor:
+    """The CSR matrix of ``interpolation_entries``; coalescing sums the weights of corners that coincide
+    (torchvision adds them the same way)."""
+    matrix = torch.sparse_coo_tensor(indices, values, size,
                                      check_invariants=False).coalesce()  # built in range by construction
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
         return matrix.to_sparse_csr()
+
+
+def interpolation_matrix(boxes: torch.Tensor, height: int, width: int, output_size: int, spatial_scale: float,
+                         sampling_ratio: int, aligned: bool) -> torch.Tensor:
+    """Sparse (CSR) ``(R * output_size**2, height * width)`` matrix of one image's RoIAlign weights."""
+    indices, values = interpolation_entries(boxes, height, width, output_size, spatial_scale, sampling_ratio, aligned)
+    return sparse_matrix(indices, values, (boxes.shape[0] * output_size * output_size, height * width))
 
 
 class RoIAlign(nn.Module):

@@ -1,5 +1,6 @@
-"""Detectron2's RPN: a 3x3 conv head, anchors matched at IoU 0.3/0.7 (plus each object's best anchors),
-256 sampled anchors per image, and proposals ranked by their objectness logit.
+"""Detectron2's RPN: a 3x3 conv head shared by every feature map (one for C4, p2..p6 for FPN), anchors matched at
+IoU 0.3/0.7 (plus each object's best anchors) over all maps together, 256 sampled anchors per image, and
+proposals ranked by their objectness logit: the top-k of each map, NMS per map, the top-k of each image.
 
 Ranking by the logit matters: torchvision ranks by its sigmoid, which is exactly 1.0 in fp32 above a logit
 of about 16.6, so confident proposals tie and NMS keeps an arbitrary one of them.
@@ -69,12 +70,12 @@ def find_top_rpn_proposals(proposals, logits, image_sizes, nms_thresh: float, pr
 class RPN(nn.Module):
     """Proposals (per image, XYXY in the resized image, best first) and, in training, Detectron2's two losses."""
 
-    def __init__(self, *, in_feature: str, head: StandardRPNHead, anchor_generator, matcher: Matcher,
+    def __init__(self, *, in_features, head: StandardRPNHead, anchor_generator, matcher: Matcher,
                  box2box_transform: Box2BoxTransform, batch_size_per_image: int, positive_fraction: float,
                  pre_nms_topk: dict, post_nms_topk: dict, nms_thresh: float, min_box_size: float,
                  smooth_l1_beta: float):
         super().__init__()
-        self.in_feature = in_feature
+        self.in_features = list(in_features)
         self.rpn_head = head
         self.anchor_generator = anchor_generator
         self.anchor_matcher = matcher
@@ -119,7 +120,7 @@ class RPN(nn.Module):
         return {"loss_rpn_cls": cls_loss / normalizer, "loss_rpn_loc": loc_loss / normalizer}
 
     def forward(self, image_sizes, features: dict, gt_boxes=None):
-        maps = [features[self.in_feature]]
+        maps = [features[name] for name in self.in_features]
         anchors = self.anchor_generator(maps)
         level_logits, level_deltas = self.rpn_head(maps)
         # (N, A, H, W) -> (N, H*W*A) and (N, A*4, H, W) -> (N, H*W*A, 4): the anchors' order
