@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Training seconds per iteration of transferlab's R50-C4 Mask R-CNN against Detectron2's, in one process.
+"""Training seconds per iteration of transferlab's R50-C4 Mask R-CNN and R50-FPN Faster R-CNN against Detectron2's,
+in one process.
 
   /path/to/venv-with-detectron2/bin/python benchmarks/perf/detectron2_speed.py [--iters 5] [--warmup 2]
 
@@ -9,8 +10,11 @@ batches (2 generated images per iteration, ground truth with masks), are trained
 alternating iteration by iteration so that a machine's drift hits both alike, and the medians after warm-up
 are printed with their ratio for each setting:
 
-- ``256``: MODEL.RESNETS.NORM BN, 64 RoIs per image, 256x256 images (tools/benchmark.py's reference setting)
+- ``256``: R50-C4 Mask R-CNN, MODEL.RESNETS.NORM BN, 64 RoIs per image, 256x256 images (tools/benchmark.py's
+  reference setting)
 - ``512x683``: the same at 512x683 (a non-square 3:4 image at short side 512, as real datasets have)
+- ``fpn512``: R50-FPN Faster R-CNN as Detectron2's faster_rcnn_R_50_FPN_1x (Base-RCNN-FPN: 2fc box head, no norm
+  in FPN and heads) with MODEL.RESNETS.NORM BN, 512 RoIs per image, 512x512 images
 """
 from __future__ import annotations
 
@@ -35,14 +39,33 @@ from benchmarks.detection.config import get_detection_defaults  # noqa: E402
 from benchmarks.detection.data import build_train_loader  # noqa: E402
 from benchmarks.engine.config import load_config  # noqa: E402
 from benchmarks.modeling.masks import PolygonMasks as OurPolygonMasks  # noqa: E402
-from benchmarks.perf.detectron2_parity import build_models, ours_to_detectron2  # noqa: E402  (exits without D2)
+from benchmarks.perf.detectron2_parity import (  # noqa: E402  (exits without D2)
+    build_fpn_models,
+    build_models,
+    ours_to_detectron2,
+    ours_to_detectron2_fpn,
+)
 
-SETTINGS = {  # name: (image height, width as generated, short side)
-    "256": ((256, 256), 256),
-    "512x683": ((384, 512), 512),
+SETTINGS = {  # name: (image height, width as generated, short side, architecture, RoIs per image)
+    "256": ((256, 256), 256, "c4", 64),
+    "512x683": ((384, 512), 512, "c4", 64),
+    "fpn512": ((512, 512), 512, "fpn", 512),
 }
-OVERRIDES = ["MODEL.RESNETS.NORM", "BN", "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "64", "MODEL.ROI_HEADS.NUM_CLASSES",
-             "6"]
+# Detectron2's Base-RCNN-FPN heads (FPN without norm, 2fc box head) on the FPN recipe, without masks
+FPN_DEFAULTS = ["MODEL.MASK_ON", "False", "MODEL.FPN.NORM", "", "MODEL.ROI_BOX_HEAD.NUM_CONV", "0",
+                "MODEL.ROI_BOX_HEAD.NUM_FC", "2", "MODEL.ROI_BOX_HEAD.NORM", "", "MODEL.ROI_MASK_HEAD.NORM", ""]
+
+
+def build_pair(arch: str, rois: int):
+    """transferlab's and Detectron2's model of a setting, with the same weights."""
+    heads = ["MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", str(rois)]
+    if arch == "c4":
+        ours, theirs = build_models(6, ["MODEL.RESNETS.NORM", "BN", *heads])
+        theirs.load_state_dict(ours_to_detectron2(ours.state_dict()), strict=True)
+    else:
+        ours, theirs = build_fpn_models(6, [*heads, *FPN_DEFAULTS])
+        theirs.load_state_dict(ours_to_detectron2_fpn(ours.state_dict()), strict=True)
+    return ours, theirs
 
 
 def batches(image_size, short_side: int, count: int, root: Path):
@@ -77,11 +100,10 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32, CPU")
     for name in args.setting or SETTINGS:
-        image_size, short_side = SETTINGS[name]
+        image_size, short_side, arch, rois = SETTINGS[name]
         with tempfile.TemporaryDirectory() as tmp:
             data = batches(image_size, short_side, args.warmup + args.iters, Path(tmp))
-        ours, theirs = build_models(6, OVERRIDES[2:])
-        theirs.load_state_dict(ours_to_detectron2(ours.state_dict()), strict=True)
+        ours, theirs = build_pair(arch, rois)
         models = {"transferlab": ours, "Detectron2": theirs}
         optimizers = {k: torch.optim.SGD(m.parameters(), lr=0.001, momentum=0.9, weight_decay=1e-4)
                       for k, m in models.items()}
@@ -103,8 +125,9 @@ def main(argv=None) -> int:
                         times[key].append(time.perf_counter() - tic)
         shape = tuple(data[0][0][0].shape[-2:])
         ours_s, theirs_s = statistics.median(times["transferlab"]), statistics.median(times["Detectron2"])
-        print(f"{name}: images {shape[0]}x{shape[1]}, 64 RoIs per image, norm BN: transferlab {ours_s:.2f} s/iter, "
-              f"Detectron2 {theirs_s:.2f} s/iter, ratio {ours_s / theirs_s:.2f}")
+        model_name = "R50-C4 Mask R-CNN" if arch == "c4" else "R50-FPN Faster R-CNN"
+        print(f"{name}: {model_name}, images {shape[0]}x{shape[1]}, {rois} RoIs per image, norm BN: transferlab "
+              f"{ours_s:.2f} s/iter, Detectron2 {theirs_s:.2f} s/iter, ratio {ours_s / theirs_s:.2f}", flush=True)
     return 0
 
 
