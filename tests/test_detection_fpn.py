@@ -91,17 +91,21 @@ def test_multilevel_pooler_gradient_matches_torchvision():
     """Backward through the sparse product equals torchvision's RoIAlign backward (tolerance as above)."""
     torch.manual_seed(1)
     scales = [1 / 4, 1 / 8]
-    features = [torch.randn(1, 4, 16, 16, requires_grad=True), torch.randn(1, 4, 8, 8, requires_grad=True)]
-    boxes = [torch.tensor([[2.0, 3.0, 20.0, 30.0], [0.0, 0.0, 100.0, 130.0]])]
-    weights = torch.randn(2, 4, 5, 5)
+    features = [torch.randn(2, 4, 16, 16).contiguous(memory_format=torch.channels_last).requires_grad_(),
+                torch.randn(2, 4, 8, 8, requires_grad=True)]  # the layout does not matter, only speed
+    boxes = [torch.tensor([[2.0, 3.0, 20.0, 30.0], [0.0, 0.0, 100.0, 130.0]]), torch.tensor([[5.0, 5.0, 50.0, 40.0]])]
+    weights = torch.randn(3, 4, 5, 5)
     (ROIPooler(5, scales, 2)(features, boxes) * weights).sum().backward()
     ours = [f.grad.clone() for f in features]
     for f in features:
         f.grad = None
     levels = assign_boxes_to_levels(boxes, 2, 3).tolist()
-    assert levels == [0, 1]
-    total = sum((torchvision.ops.roi_align(features[level], [boxes[0][i:i + 1]], 5, scales[level], 2, aligned=True)
-                 * weights[i:i + 1]).sum() for i, level in enumerate(levels))
+    assert levels == [0, 1, 0]
+    images = [0, 0, 1]
+    flat = torch.cat(boxes)
+    total = sum((torchvision.ops.roi_align(features[level][images[i]:images[i] + 1], [flat[i:i + 1]], 5,
+                                           scales[level], 2, aligned=True) * weights[i:i + 1]).sum()
+                for i, level in enumerate(levels))
     total.backward()
     for mine, theirs in zip(ours, features):
         torch.testing.assert_close(mine, theirs.grad, rtol=0, atol=1e-5)

@@ -2,9 +2,11 @@
 level ``floor(4 + log2(sqrt(area) / 224 + 1e-8))`` clamped to the available levels (FPN paper eq. 1, Detectron2's
 ``assign_boxes_to_levels``).
 
-On CPUs one image's RoIs over all levels are one sparse matrix product (``roi_align.py``): the levels' features,
-flattened channels-last, are stacked into one (cells x C) matrix and each RoI's weights point into its level's
-block, so the pooled RoIs come out in their input order with no scatter and one backward product. CUDA pools
+On CPUs all RoIs of the batch over all levels are one sparse matrix product (``roi_align.py``): the levels'
+features, flattened channels-last, are stacked into one (cells x C) matrix and each RoI's weights point into its
+image's block of its level, so the pooled RoIs come out in their input order with no scatter, one backward
+product, and gradients that reach the features as views (indexing one image's features would materialise a
+full-size zero gradient per image and level). CUDA pools
 level by level with torchvision's kernel and scatters the results, as Detectron2 does.
 """
 import math
@@ -57,33 +59,29 @@ class ROIPooler(nn.Module):
         out = self.output_size
         bins = out * out
         channels = features[0].shape[1]
-        shapes = [f.shape[-2:] for f in features]
-        offsets = [0]
-        for height, width in shapes:
-            offsets.append(offsets[-1] + height * width)
-        pooled = []
+        image_of_roi = torch.cat([torch.full((len(b),), i, dtype=torch.int64) for i, b in enumerate(boxes)])
+        all_boxes = torch.cat(boxes).detach()
         with torch.autocast("cpu", enabled=False):  # float32, as autocast runs torchvision's roi_align
-            for n, (image_boxes, image_levels) in enumerate(zip(boxes, levels.split([len(b) for b in boxes]))):
-                image_boxes = image_boxes.detach()
-                indices, values = [], []
-                for level, ((height, width), scale) in enumerate(zip(shapes, self.scales)):
-                    selected = torch.nonzero(image_levels == level, as_tuple=True)[0]
-                    if selected.numel() == 0:
-                        continue
-                    level_indices, level_values = interpolation_entries(
-                        image_boxes[selected], height, width, out, scale, self.sampling_ratio, True)
-                    rows, cols = level_indices
-                    rows = selected[rows // bins] * bins + rows % bins  # back to the RoI's place in the image
-                    indices.append(torch.stack([rows, cols + offsets[level]]))
+            indices, values, offset = [], [], 0
+            for level, (feature, scale) in enumerate(zip(features, self.scales)):
+                height, width = feature.shape[-2:]
+                selected = torch.nonzero(levels == level, as_tuple=True)[0]
+                if selected.numel():
+                    (rows, cols), level_values = interpolation_entries(
+                        all_boxes[selected], height, width, out, scale, self.sampling_ratio, True)
+                    roi = selected[rows // bins]  # back to the RoI's place in the batch
+                    indices.append(torch.stack([roi * bins + rows % bins,
+                                                offset + image_of_roi[roi] * (height * width) + cols]))
                     values.append(level_values)
-                if not indices:
-                    indices, values = [torch.zeros(2, 0, dtype=torch.int64)], [torch.zeros(0)]
-                matrix = sparse_matrix(torch.cat(indices, dim=1), torch.cat(values),
-                                       (len(image_boxes) * bins, offsets[-1]))
-                # (cells, C): each level's channels-last features as (H*W, C) views, stacked
-                cells = torch.cat([f[n].float().permute(1, 2, 0).reshape(-1, channels) for f in features])
-                pooled.append((matrix @ cells).view(len(image_boxes), out, out, channels).permute(0, 3, 1, 2))
-        return torch.cat(pooled).contiguous(memory_format=torch.channels_last)
+                offset += feature.shape[0] * height * width
+            if not indices:
+                indices, values = [torch.zeros(2, 0, dtype=torch.int64)], [torch.zeros(0)]
+            matrix = sparse_matrix(torch.cat(indices, dim=1), torch.cat(values), (len(all_boxes) * bins, offset))
+            # (cells, C): every level's channels-last features as (N*H*W, C) views, stacked; the gradient flows
+            # back into them as views too
+            cells = torch.cat([f.float().permute(0, 2, 3, 1).reshape(-1, channels) for f in features])
+            pooled = (matrix @ cells).view(len(all_boxes), out, out, channels).permute(0, 3, 1, 2)
+        return pooled.contiguous(memory_format=torch.channels_last)
 
     def _pool_per_level(self, features, boxes, levels):
         image_index = torch.cat([torch.full((len(b),), i, dtype=features[0].dtype, device=features[0].device)
