@@ -338,6 +338,8 @@ def compare_c4(ours, theirs, image, args) -> dict:
     d2_features = theirs.backbone(d2_images.tensor)
     diffs["res4"] = max_diff(features["res4"], d2_features["res4"])
     print(f"image {height}x{width}: res4 {tuple(features['res4'].shape)}")
+    # from here on identical inputs, as in compare_fpn: res4's float noise can swap proposals that tie to 1e-5
+    features = {"res4": d2_features["res4"].clone()}
 
     anchors = ours.proposal_generator.anchor_generator([features["res4"]])[0]
     d2_anchors = theirs.proposal_generator.anchor_generator([d2_features["res4"]])[0].tensor
