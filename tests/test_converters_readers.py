@@ -363,6 +363,17 @@ def transferlab_detector(model, rpn: str = "proposal_generator."):
     return checkpoint, set(heads) | set(extra_norm) | {"rng_states", "optimizer", "scheduler"}
 
 
+def transferlab_fpn_detector(model):
+    """transferlab's R50-FPN model_final.pth: the ResNet under backbone.bottom_up. with torchvision names, the pyramid
+    under backbone.fpn. (torchvision's FeaturePyramidNetwork), the heads, the trainer's state."""
+    heads = head("backbone.fpn.inner_blocks.0.0.weight", "backbone.fpn.layer_blocks.3.0.bias",
+                 "proposal_generator.rpn_head.conv.weight", "roi_heads.box_head.fc1.weight",
+                 "roi_heads.box_predictor.cls_score.weight", "roi_heads.mask_head.mask_fcn1.weight")
+    checkpoint = {"model": {**prefixed("backbone.bottom_up.", backbone_of(model)), **heads}, "iteration": 90000,
+                  "rng_states": [get_rng_state()]}
+    return checkpoint, set(heads) | {"rng_states"}
+
+
 def transferlab_segmenter(model):
     """transferlab's DeepLab-v3 model_final.pth: mmseg's names (backbone.*, decode_head.*, auxiliary_head.*) and the
     trainer's state."""
@@ -425,6 +436,7 @@ LAYOUTS = [
     Layout("detectron2_flat", detectron2_flat, "detectron2", suffix=".safetensors", source="detectron2"),
     Layout("transferlab_detector", transferlab_detector, "transferlab_detector", meta={"iteration": 720}),
     Layout("transferlab_detector_rpn", functools.partial(transferlab_detector, rpn="rpn."), "transferlab_detector"),
+    Layout("transferlab_fpn_detector", transferlab_fpn_detector, "transferlab_detector", meta={"iteration": 90000}),
     Layout("transferlab_segmenter", transferlab_segmenter, "transferlab_segmenter", meta={"iteration": 40000}),
     Layout("mmseg_deeplabv3", mmseg_deeplabv3, "mmselfsup", meta={"iter": 40000}),
 ]
