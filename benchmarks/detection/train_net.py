@@ -10,8 +10,8 @@ from converters.io import CheckpointError, atomic_write_text, load_torch_file
 
 from ..data.coco import COCODetection
 from ..diagnosis.report import diagnose
-from ..engine.checkpoint import Checkpointer
-from ..engine.distributed import current_device, get_rank, get_world_size, is_main_process
+from ..engine.checkpoint import Checkpointer, start_iteration
+from ..engine.distributed import current_device, get_world_size, is_main_process
 from ..engine.events import EventWriter
 from ..engine.precise_bn import update_bn_stats
 from ..engine.seed import seed_everything
@@ -183,22 +183,15 @@ def run(cfg, resume: bool = False, eval_only: bool = False) -> dict:
     scaler = torch.amp.GradScaler("cuda") if cfg.SOLVER.AMP.ENABLED and device.type == "cuda" else None
     checkpointer = Checkpointer(output_dir, model, optimizer, scheduler, scaler)
 
-    has_checkpoint = checkpointer.last_checkpoint() is not None
-    detector = whole_detector_state(cfg.MODEL.WEIGHTS) if eval_only and not has_checkpoint else None
-    if detector is not None:
-        load_whole_detector(model, detector, cfg.MODEL.WEIGHTS)
-        start_iter = 0
-    elif eval_only and not has_checkpoint:
-        raise FileNotFoundError(f"--eval-only: no checkpoint in {output_dir} to evaluate, and MODEL.WEIGHTS "
-                                f"({cfg.MODEL.WEIGHTS or 'empty'}) is not a detector this engine saved")
-    elif (resume or eval_only) and has_checkpoint:
-        start_iter = checkpointer.resume()
-    else:
-        if not resume:
-            checkpointer.check_fresh_start()
-        initialize_backbone(model, cfg)
-        start_iter = 0
-        seed_everything(cfg.SEED + get_rank())  # distinct proposal sampling per rank, as in Detectron2
+    def load_whole_model() -> bool:
+        detector = whole_detector_state(cfg.MODEL.WEIGHTS)
+        if detector is not None:
+            load_whole_detector(model, detector, cfg.MODEL.WEIGHTS)
+        return detector is not None
+
+    start_iter = start_iteration(checkpointer, cfg.SEED, resume=resume, eval_only=eval_only,
+                                 load_whole_model=load_whole_model, initialize=lambda: initialize_backbone(model, cfg),
+                                 whole_model=f"a detector this engine saved ({cfg.MODEL.WEIGHTS or 'empty'})")
     if is_main_process():
         atomic_write_text(output_dir / "config.yaml", cfg.dump())
 

@@ -9,7 +9,7 @@ from converters.io import atomic_write_text, remove_stale_temporaries
 from .distributed import all_gather_object, get_rank, get_world_size, is_main_process, synchronize
 from .errors import ExistingRunError
 from .lock import holds_lock
-from .seed import get_rng_state, set_rng_state
+from .seed import get_rng_state, seed_everything, set_rng_state
 
 logger = logging.getLogger("transferlab")
 
@@ -110,3 +110,27 @@ class Checkpointer:
                            "resuming without exact RNG continuity", len(rng_states))
         logger.info("Resumed from %s at iteration %d", path, state["iteration"])
         return state["iteration"]
+
+
+def start_iteration(checkpointer: "Checkpointer", seed: int, *, resume: bool, eval_only: bool,
+                    load_whole_model: Callable[[], bool], initialize: Callable[[], None], whole_model: str) -> int:
+    """Where a task's run starts, as Detectron2's train_net decides it.
+
+    ``--eval-only`` into a directory without a checkpoint evaluates the whole model in ``MODEL.WEIGHTS``
+    (``load_whole_model`` loads it and says whether it was one: ``whole_model`` names what it must be); ``--resume``
+    and ``--eval-only`` continue from the last checkpoint; otherwise a fresh run (refusing to overwrite another)
+    starts at 0 from ``initialize`` (the pretrained backbone), with per-rank seeds for the sampling.
+    """
+    has_checkpoint = checkpointer.last_checkpoint() is not None
+    if eval_only and not has_checkpoint:
+        if not load_whole_model():
+            raise FileNotFoundError(f"--eval-only: no checkpoint in {checkpointer.output_dir} to evaluate, and "
+                                    f"MODEL.WEIGHTS is not {whole_model}")
+        return 0
+    if (resume or eval_only) and has_checkpoint:
+        return checkpointer.resume()
+    if not resume:
+        checkpointer.check_fresh_start()
+    initialize()
+    seed_everything(seed + get_rank())  # distinct sampling per rank, as in Detectron2
+    return 0

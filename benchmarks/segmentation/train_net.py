@@ -11,8 +11,8 @@ from tqdm import tqdm
 from converters.io import atomic_write_text
 
 from ..data.builtin import builtin_data_root
-from ..engine.checkpoint import Checkpointer
-from ..engine.distributed import current_device, get_rank, get_world_size, is_main_process
+from ..engine.checkpoint import Checkpointer, start_iteration
+from ..engine.distributed import current_device, get_world_size, is_main_process
 from ..engine.events import EventWriter
 from ..engine.sampler import InfiniteSampler, SeededSamples, ShardSampler, collate_as_lists
 from ..engine.seed import seed_everything
@@ -137,25 +137,18 @@ def run(cfg, resume: bool = False, eval_only: bool = False) -> dict:
     scaler = torch.amp.GradScaler("cuda") if solver.AMP.ENABLED and device.type == "cuda" else None
     checkpointer = Checkpointer(output_dir, model, optimizer, scheduler, scaler)  # mmseg's names, no prefix
 
-    has_checkpoint = checkpointer.last_checkpoint() is not None
-    whole = read_segmenter(cfg.MODEL.WEIGHTS) if eval_only and not has_checkpoint and Path(
-        cfg.MODEL.WEIGHTS).is_file() else None
-    if whole is not None:  # a fine-tuned model (this engine's or mmseg's), as Detectron2's --eval-only MODEL.WEIGHTS
-        load_whole_segmenter(model, whole, cfg.MODEL.WEIGHTS)
-        logger.info("--eval-only: loaded the whole DeepLab-v3 (%d tensors) from %s", len(whole), cfg.MODEL.WEIGHTS)
-        start_iter = 0
-    elif eval_only and not has_checkpoint:
-        raise FileNotFoundError(f"--eval-only: no checkpoint in {output_dir} to evaluate, and MODEL.WEIGHTS "
-                                f"({cfg.MODEL.WEIGHTS or 'empty'}) is not a whole DeepLab-v3 (this engine's or "
-                                "mmseg's)")
-    elif (resume or eval_only) and has_checkpoint:
-        start_iter = checkpointer.resume()
-    else:
-        if not resume:
-            checkpointer.check_fresh_start()
-        initialize_backbone(model, cfg)
-        start_iter = 0
-        seed_everything(cfg.SEED + get_rank())
+    def load_whole_model() -> bool:
+        """A fine-tuned model (this engine's or mmseg's), as Detectron2's --eval-only MODEL.WEIGHTS."""
+        whole = read_segmenter(cfg.MODEL.WEIGHTS) if Path(cfg.MODEL.WEIGHTS).is_file() else None
+        if whole is not None:
+            load_whole_segmenter(model, whole, cfg.MODEL.WEIGHTS)
+            logger.info("--eval-only: loaded the whole DeepLab-v3 (%d tensors) from %s", len(whole),
+                        cfg.MODEL.WEIGHTS)
+        return whole is not None
+
+    start_iter = start_iteration(checkpointer, cfg.SEED, resume=resume, eval_only=eval_only,
+                                 load_whole_model=load_whole_model, initialize=lambda: initialize_backbone(model, cfg),
+                                 whole_model=f"a whole DeepLab-v3 ({cfg.MODEL.WEIGHTS or 'empty'})")
     if is_main_process():
         atomic_write_text(output_dir / "config.yaml", cfg.dump())
 
