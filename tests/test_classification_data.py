@@ -22,7 +22,7 @@ from benchmarks.classification.data import (
     per_class_shots,
     read_classification_data,
 )
-from benchmarks.data import CATEGORIES, SceneSpec, builtin, render_scene, scene_rng, write_builtin_set
+from benchmarks.data import CATEGORIES, SceneSpec, StreetSpec, builtin, render_scene, scene_rng, write_builtin_set
 from benchmarks.data.writers import write_multilabel_csv
 
 from .conftest import REPO
@@ -342,7 +342,8 @@ def write_tiny_builtin(root, **counts):
                      multilabel_val_images=2, multilabel_test_images=2, domain_train_images=4, domain_val_images=2,
                      domain_test_images=2, seed=3, detection_spec=SceneSpec(height=64, width=64, crowd_prob=0.5),
                      small_image_spec=TINY, classification_spec=TINY_SINGLE, multilabel_spec=TINY_MULTILABEL,
-                     domain_a_spec=TINY_DOMAINS["domain_a"], domain_b_spec=TINY_DOMAINS["domain_b"])
+                     domain_a_spec=TINY_DOMAINS["domain_a"], domain_b_spec=TINY_DOMAINS["domain_b"],
+                     street_train_images=1, street_val_images=1, street_spec=StreetSpec(height=32, width=64))
     return write_builtin_set(root, **{**arguments, **counts})
 
 

@@ -8,7 +8,7 @@ import pycocotools.mask as mask_util
 import pytest
 import torch
 
-from benchmarks.data import SceneSpec, write_builtin_set
+from benchmarks.data import SceneSpec, StreetSpec, write_builtin_set
 from benchmarks.data.coco import resolve_dataset
 from benchmarks.detection import data as detection_data  # its TestSamples is not a test class
 from benchmarks.detection.config import get_detection_defaults
@@ -250,7 +250,8 @@ def test_a_generated_data_root_gets_the_demo_recipe(tmp_path):
                       classification_val_images=1, classification_test_images=1, multilabel_train_images=1,
                       multilabel_val_images=1, multilabel_test_images=1, domain_train_images=1, domain_val_images=1,
                       domain_test_images=1, seed=0, detection_spec=tiny, small_image_spec=tiny,
-                      classification_spec=tiny, multilabel_spec=tiny, domain_a_spec=tiny, domain_b_spec=tiny)
+                      classification_spec=tiny, multilabel_spec=tiny, domain_a_spec=tiny, domain_b_spec=tiny,
+                      street_train_images=1, street_val_images=1, street_spec=StreetSpec(height=32, width=64))
     path, reason = choose_config(task, data_root=root)
     assert path == CONFIG_ROOT / task.demo_config
     assert str(root) in reason and "generated set" in reason and "demo recipe" in reason

@@ -39,7 +39,7 @@ def transfer_cases(tmp_path, a_file):
     out = tmp_path / "out"
     return {
         "unknown task": (["--task", "imagenet_magic", "--weights", "none"],
-                         ["unknown task 'imagenet_magic'; known tasks: coco_maskrcnn"]),
+                         ["unknown task 'imagenet_magic'; known tasks: ", "coco_maskrcnn, "]),
         "unknown key": (["--task", "coco_maskrcnn", "--weights", "none", "--output", out, "SOLVER.NOPE", "1"],
                         ["unknown config key 'SOLVER.NOPE'"]),
         "missing data root": (["--task", "coco_maskrcnn", "--weights", "none", "--data-root", tmp_path / "nowhere"],
