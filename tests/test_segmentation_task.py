@@ -15,7 +15,7 @@ from benchmarks.segmentation.inference import Segmenter
 from converters import load_backbone, load_torch_file
 
 from .conftest import REPO
-from .test_detection_engine import run_tool
+from .test_detection_engine import Interrupt, run_tool
 
 TINY_STREETS = StreetSpec(height=64, width=128)
 
@@ -75,10 +75,6 @@ def test_task_writes_metrics_predictions_and_overlays_that_cityscapesscripts_agr
         else:
             assert ours == pytest.approx(100 * score, abs=0.01), name
     assert metrics["mIoU"] == pytest.approx(100 * official["averageScoreClasses"], abs=0.01)
-
-
-class Interrupt(Exception):
-    """Stands in for a killed process."""
 
 
 def tiny_run_config(root, config, output):
