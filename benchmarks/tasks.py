@@ -108,3 +108,25 @@ def load_task_config(task: Task, config_file=None, data_root=None, overrides=(),
     if data_root:
         cfg.DATASETS.ROOT = str(data_root)
     return cfg, path, reason
+
+
+def run_config(task_name: str, output, weights=None, config_file=None, data_root=None, overrides=(), seed=None,
+               labels=None, shots=None, reuse_saved=False):
+    """The frozen config of one transfer run, as ``tools/transfer.py`` runs it (the store hashes exactly this);
+    with the file and why it was chosen. ``reuse_saved``: a resumed or re-evaluated run keeps its saved config."""
+    task = get_task(task_name)
+    cfg, config_file, reason = load_task_config(task, config_file, data_root, overrides,
+                                                run_dir=output if reuse_saved else None)
+    cfg.TASK = task_name
+    if weights:
+        cfg.MODEL.WEIGHTS = weights
+    if seed is not None:
+        cfg.SEED = seed
+    for option, key, value in (("labels", "LABELS", labels), ("shots", "SHOTS", shots)):
+        if value is not None:
+            if "LABELS" not in cfg.DATASETS:
+                raise ValueError(f"--{option} applies to the classification tasks, not to {task_name}")
+            cfg.DATASETS[key] = value
+    cfg.OUTPUT_DIR = str(output)
+    cfg.freeze()
+    return cfg, config_file, reason

@@ -20,7 +20,7 @@ from benchmarks.engine.distributed import init_distributed, is_main_process  # n
 from benchmarks.engine.lock import lock_output_dir  # noqa: E402
 from benchmarks.engine.logging import setup_logger  # noqa: E402
 from benchmarks.engine.trials import summarize_trials, trials_table  # noqa: E402
-from benchmarks.tasks import TASKS, get_task, load_task_config  # noqa: E402
+from benchmarks.tasks import TASKS, get_task, run_config  # noqa: E402
 from converters.io import atomic_write_text  # noqa: E402
 
 
@@ -96,21 +96,8 @@ def main(args):
 
 def run_trial(args, task, output: Path, seed):
     """One run into ``output``; its metrics on the main process."""
-    cfg, config_file, reason = load_task_config(task, args.config, args.data_root, args.opts,
-                                                run_dir=output if args.resume or args.eval_only else None)
-    cfg.TASK = args.task
-    if args.weights:
-        cfg.MODEL.WEIGHTS = args.weights
-    if seed is not None:
-        cfg.SEED = seed
-    for option, key in (("labels", "LABELS"), ("shots", "SHOTS")):
-        if getattr(args, option) is not None:
-            if "LABELS" not in cfg.DATASETS:
-                raise ValueError(f"--{option} applies to the classification tasks, not to {args.task}")
-            cfg.DATASETS[key] = getattr(args, option)
-    cfg.OUTPUT_DIR = str(output)
-    cfg.freeze()
-
+    cfg, config_file, reason = run_config(args.task, output, args.weights, args.config, args.data_root, args.opts,
+                                          seed, args.labels, args.shots, reuse_saved=args.resume or args.eval_only)
     with lock_output_dir(output):  # before log.txt opens: a second run into it stops here
         logger = setup_logger(output)
         logger.info("Task %s: config %s (%s)", args.task, config_file, reason)
