@@ -361,10 +361,11 @@ def test_gn_needs_widths_divisible_by_its_groups():
 
 # ---- end to end ---------------------------------------------------------------------------------------------------
 
-def test_transfer_tool_runs_faster_rcnn_fpn(tiny_coco_root, tmp_path):
+def tiny_fpn_config(tmp_path, demo):
+    """The FPN demo recipe shrunk to ResNet-18, 64 px inputs and a handful of RoIs: the same code paths, fast."""
     config = tmp_path / "tiny_R_18_FPN.yaml"
     config.write_text(f"""\
-_BASE_: "{REPO / 'configs/detection/coco_faster_rcnn_R_50_FPN_demo.yaml'}"
+_BASE_: "{REPO / 'configs/detection' / demo}"
 MODEL:
   RESNETS:
     DEPTH: 18
@@ -394,6 +395,11 @@ TEST:
   DIAGNOSIS:
     ENABLED: False
 """)
+    return config
+
+
+def test_transfer_tool_runs_faster_rcnn_fpn(tiny_coco_root, tmp_path):
+    config = tiny_fpn_config(tmp_path, "coco_faster_rcnn_R_50_FPN_demo.yaml")
     output = tmp_path / "run"
     result = run_tool("tools/transfer.py", "--task", "coco_fasterrcnn_fpn", "--config", str(config), "--data-root",
                       str(tiny_coco_root), "--weights", "none", "--output", str(output), timeout=600)
@@ -404,3 +410,17 @@ TEST:
     assert set(metrics) == {"bbox"} and metrics["bbox"].keys() >= {"AP", "AP50", "AP75"}
     trained = [json.loads(line) for line in (output / "events.jsonl").read_text().splitlines()]
     assert any("loss_rpn_cls" in event for event in trained)
+
+
+def test_mask_rcnn_fpn_task_under_torchrun(tiny_coco_root, tmp_path):
+    """coco_maskrcnn_fpn in two gloo processes: SyncBN in backbone, FPN and heads, box and mask AP."""
+    config = tiny_fpn_config(tmp_path, "coco_mask_rcnn_R_50_FPN_demo.yaml")
+    output = tmp_path / "ddp"
+    result = run_tool("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "tools/transfer.py",
+                      "--task", "coco_maskrcnn_fpn", "--config", str(config), "--data-root", str(tiny_coco_root),
+                      "--weights", "none", "--output", str(output), timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    log = (output / "log.txt").read_text()
+    assert "R18-FPN Mask R-CNN" in log and "naiveSyncBN" in log
+    metrics = json.loads((output / "metrics.json").read_text())
+    assert set(metrics) == {"bbox", "segm"} and metrics["segm"].keys() >= {"AP", "AP50", "AP75"}
