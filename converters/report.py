@@ -17,7 +17,7 @@ from typing import BinaryIO
 
 from .io import CheckpointError
 
-__all__ = ["OutputFile", "WriterOutput", "SourceSummary", "CoverageReport"]
+__all__ = ["OutputFile", "WriterOutput", "SourceSummary", "CoverageReport", "ancestors"]
 
 _SHOWN = 3  # names shown per reason unless verbose
 
@@ -60,6 +60,15 @@ def _names_by_reason(reasons: Mapping[str, str], verbose: bool, indent: str = " 
         more = f" (+{len(names) - len(shown)} more)" if len(shown) < len(names) else ""
         lines.append(f"{indent}{len(names):>4}  {reason}: {', '.join(shown)}{more}")
     return lines
+
+
+def ancestors(parent: object) -> list[dict]:
+    """The checkpoints a canonical meta's ``parent`` chain names, nearest first, each without its own ``parent``."""
+    chain = []
+    while isinstance(parent, Mapping):
+        chain.append({key: value for key, value in parent.items() if key != "parent"})
+        parent = parent.get("parent")
+    return chain
 
 
 @dataclass
@@ -112,12 +121,11 @@ class SourceSummary:
 
     def lineage(self) -> list[str]:
         """One line per ancestor, nearest first, from the ``parent`` chain a pretraining recorded."""
-        lines, parent = [], self.parent
-        while isinstance(parent, Mapping):
+        lines = []
+        for parent in ancestors(self.parent):
             method = f", method {parent['method']}" if parent.get("method") else ""
             digest = f", sha256 {parent['sha256'][:12]}" if parent.get("sha256") else ""
             lines.append(f"  {'parent' if not lines else 'then':<8} {parent.get('path')}{method}{digest}")
-            parent = parent.get("parent")
         return lines
 
     @property

@@ -1,4 +1,5 @@
-"""Shared fixtures: a tiny generated COCO-format set and a detection config sized for seconds on a CPU."""
+"""Shared fixtures: a results store per test, a tiny generated COCO-format set and a detection config sized for
+seconds on a CPU."""
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,24 @@ from benchmarks.data import SceneSpec, write_coco
 REPO = Path(__file__).resolve().parents[1]
 TINY_SPEC = SceneSpec(height=64, width=64, min_objects=1, max_objects=3, min_object_size=0.3, max_object_size=0.6,
                       min_visible_pixels=24)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def session_results_db(tmp_path_factory):
+    """TRANSFERLAB_DB for what module and session fixtures run, before the per-test store below applies."""
+    with pytest.MonkeyPatch.context() as patch:
+        path = tmp_path_factory.mktemp("results") / "results.db"
+        patch.setenv("TRANSFERLAB_DB", str(path))
+        yield path
+
+
+@pytest.fixture(autouse=True)
+def results_db(tmp_path, monkeypatch) -> Path:
+    """Every test's runs (tools started in subprocesses inherit the variable) write a store of their own, never the
+    developer's work/results.db."""
+    path = tmp_path / "results.db"
+    monkeypatch.setenv("TRANSFERLAB_DB", str(path))
+    return path
 
 
 @pytest.fixture(scope="session")

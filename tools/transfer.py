@@ -7,6 +7,10 @@
 Without --data-root the task runs on the built-in generated data with its CPU-sized demo recipe;
 with it, the paper recipe on the dataset's usual layout. Extra KEY VALUE pairs override the config
 (Detectron2 key names, e.g. SOLVER.MAX_ITER 100 MODEL.RESNETS.NORM FrozenBN).
+
+Every run (each seed of --seeds, and --eval-only) is a row of the results store (--db): "running" when it starts,
+"finished" with its metrics or "failed" with its error when it ends. A run whose row cannot be written exits with
+an error naming the database after its files are written; tools/results.py import adds it later.
 """
 import argparse
 import json
@@ -20,6 +24,8 @@ from benchmarks.engine.distributed import init_distributed, is_main_process  # n
 from benchmarks.engine.lock import lock_output_dir  # noqa: E402
 from benchmarks.engine.logging import setup_logger  # noqa: E402
 from benchmarks.engine.trials import summarize_trials, trials_table  # noqa: E402
+from benchmarks.results.records import RecordedRun, run_record  # noqa: E402
+from benchmarks.results.store import DB_ENV, DEFAULT_DB, default_db_path  # noqa: E402
 from benchmarks.tasks import TASKS, get_task, run_config  # noqa: E402
 from converters.io import atomic_write_text  # noqa: E402
 
@@ -46,6 +52,8 @@ def parse_args(argv=None):
                         "(with the config it saved, unless --config is given)")
     parser.add_argument("--eval-only", action="store_true", help="evaluate the last checkpoint in --output "
                         "(with the config it saved, unless --config is given)")
+    parser.add_argument("--db", help=f"results store (SQLite) that gets one row per run (default: ${DB_ENV} if set, "
+                        f"else {DEFAULT_DB})")
     parser.add_argument("--num-gpus", type=int, default=1,
                         help="processes to start on this machine when not launched by torchrun (one per GPU)")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides")
@@ -106,8 +114,16 @@ def run_trial(args, task, output: Path, seed):
                              "reads) or --weights none for the random-init baseline")
         if cfg.MODEL.WEIGHTS not in ("", "none") and not Path(cfg.MODEL.WEIGHTS).is_file():
             raise FileNotFoundError(f"--weights {cfg.MODEL.WEIGHTS}: no such file")
-        metrics = task.run(cfg, resume=args.resume, eval_only=args.eval_only)
-        if is_main_process() and metrics is not None:  # still locked: these are this run's results
+        row = RecordedRun(default_db_path(args.db), run_record(cfg)) if is_main_process() else None
+        if row is not None:
+            row.start()
+        try:
+            metrics = task.run(cfg, resume=args.resume, eval_only=args.eval_only)
+        except BaseException as error:  # Ctrl-C too: only a killed run leaves its row running
+            if row is not None:
+                row.fail(error)
+            raise
+        if row is not None and metrics is not None:  # still locked: these are this run's results
             table = (output / "results.md").read_text()
             print(f"\n{args.task} ({cfg.MODEL.WEIGHTS}):\n{table}")
             detections = [output / name for name in ("coco_instances_results.json", "voc_instances_results.json")
@@ -117,6 +133,8 @@ def run_trial(args, task, output: Path, seed):
             if (output / "diagnosis.md").is_file():
                 print(f"Error diagnosis (TIDE, Hoiem): {output / 'diagnosis.md'}, tide.json, hoiem.json and charts "
                       f"(tide_*.png, hoiem_*.png) in {output}")
+        if row is not None:
+            row.finish(metrics)
         return metrics
 
 

@@ -25,6 +25,11 @@ STATUSES = ("running", "finished", "failed")
 BUSY_TIMEOUT_MS = 120_000  # a writer waits this long for another's transaction before the run fails loudly
 
 
+class ResultsStoreError(OSError):
+    """The store cannot be written (a directory, a read-only file, a full disk); an OSError, so a tool reports it as
+    one line naming the database."""
+
+
 def default_db_path(path: str | os.PathLike | None = None) -> Path:
     """``--db PATH`` if given, else ``$TRANSFERLAB_DB``, else ``work/results.db``."""
     return Path(path or os.environ.get(DB_ENV) or DEFAULT_DB)
@@ -76,10 +81,22 @@ class ResultsStore:
 
     def __init__(self, path: str | os.PathLike | None = None):
         self.path = default_db_path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as db:  # WAL is a property of the file: set once, kept by every connection
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ResultsStoreError(f"results store {self.path}: cannot create its directory ({error})") from error
+        with self._errors(), closing(self._connect()) as db:  # WAL is a property of the file: set once, kept
             db.execute("PRAGMA journal_mode = WAL")
             db.executescript(_SCHEMA)
+
+    @contextmanager
+    def _errors(self):
+        """sqlite3's operational errors (not a database, read-only, locked past the timeout) as ResultsStoreError
+        naming the file."""
+        try:
+            yield
+        except sqlite3.OperationalError as error:
+            raise ResultsStoreError(f"results store {self.path}: {error}") from error
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
@@ -88,7 +105,7 @@ class ResultsStore:
 
     @contextmanager
     def _transaction(self):
-        with closing(self._connect()) as db:
+        with self._errors(), closing(self._connect()) as db:
             db.execute("BEGIN IMMEDIATE")
             try:
                 yield db
@@ -141,7 +158,7 @@ class ResultsStore:
         clauses = [f"{name} IS ?" for name in equal]
         sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(clauses) if clauses else "") + \
             " ORDER BY started_at, rowid"
-        with closing(self._connect()) as db:
+        with self._errors(), closing(self._connect()) as db:
             db.row_factory = sqlite3.Row
             rows = db.execute(sql, list(equal.values())).fetchall()
         return [_record(row) for row in rows]
