@@ -2,8 +2,8 @@
 import of run directories written before the store existed.
 
 ``dataset_sha256`` identifies the annotations a run read, cheaply and independently of where the data lives: sha256
-over one line ``<dataset name> <digest>`` per dataset the config names (DATASETS.TRAIN, then TEST; the one data
-directory of a classification task), where a dataset's digest is
+over one line per dataset the config names, in order (DATASETS.TRAIN, then TEST; the one data directory of a
+classification task), holding the dataset's digest (the names are ``dataset_name``):
 
 - COCO json (a catalog name or ``ANN.json:IMAGE_DIR``) and BDD100K label json: the sha256 of that file;
 - VOC: over the split file ``ImageSets/Main/<split>.txt`` and every ``Annotations/<id>.xml`` it lists;
@@ -89,7 +89,7 @@ def _names_digest(base: Path, files: Iterable[Path]) -> str:
     return hashlib.sha256("\n".join(sorted(os.path.relpath(path, base) for path in files)).encode()).hexdigest()
 
 
-def _detection_data(cfg) -> tuple[str, str, list]:
+def _detection_data(cfg) -> tuple[str, list]:
     from ..data.bdd import BDD_DATASETS, resolve_bdd_dataset
     from ..data.coco import resolve_dataset
     from ..data.voc import resolve_voc_dataset
@@ -107,7 +107,7 @@ def _detection_data(cfg) -> tuple[str, str, list]:
             digest = file_sha256(resolve_bdd_dataset(name, root)[1])
         else:
             digest = file_sha256(resolve_dataset(name, root)[1])
-        digests.append((name, digest))
+        digests.append(digest)
     return str(root or ""), digests
 
 
@@ -117,8 +117,7 @@ def _segmentation_data(cfg) -> tuple[str, list]:
 
     root = data_root(cfg)
     base = cityscapes_dir(root)
-    digests = [(name, _files_digest(base, [Path(item["label_file"]) for item in
-                                           CityscapesSemSeg.from_name(name, root).items]))
+    digests = [_files_digest(base, [Path(item["label_file"]) for item in CityscapesSemSeg.from_name(name, root).items])
                for name in (cfg.DATASETS.TRAIN, cfg.DATASETS.TEST)]
     return str(root), digests
 
@@ -138,7 +137,7 @@ def _classification_data(cfg) -> tuple[str, list]:
         digest = _names_digest(directory, [Path(parent) / name for parent, folders, names in os.walk(directory)
                                            for name in names if name.lower().endswith(IMG_EXTENSIONS)
                                            and not name.startswith(".")])
-    return str(directory), [(directory.name, digest)]
+    return str(directory), [digest]
 
 
 def dataset_name(cfg) -> str:
@@ -165,7 +164,7 @@ def dataset_fields(cfg, missing_ok: bool = False) -> tuple[str, str | None]:
         if not missing_ok:
             raise
         return cfg.DATASETS.ROOT, None
-    lines = "".join(f"{name} {digest}\n" for name, digest in digests)
+    lines = "".join(f"{digest}\n" for digest in digests)
     return root, hashlib.sha256(lines.encode()).hexdigest()
 
 
@@ -217,7 +216,9 @@ class RecordedRun:
         """Record ``error``; a store error here is logged, not raised, so that the run's own error is the one
         reported."""
         try:
-            self._end(status="failed", error=f"{type(error).__name__}: {one_line(error)}")
+            message = one_line(error)  # the type's name when the error has no message (KeyboardInterrupt)
+            name = type(error).__name__
+            self._end(status="failed", error=name if message == name else f"{name}: {message}")
         except ResultsStoreError as store_error:
             logger.error("%s", store_error)
 
