@@ -336,7 +336,8 @@ _LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$",
 
 
 def latex_escape(text: str) -> str:
-    return "".join(_LATEX_SPECIAL.get(char, char) for char in str(text))
+    """Special characters escaped, and ``--`` kept two hyphens (LaTeX would set an en dash)."""
+    return "".join(_LATEX_SPECIAL.get(char, char) for char in str(text)).replace("--", "-{}-")
 
 
 IOU_TYPES = {"bbox": "bb", "segm": "mk"}  # the superscripts of MoCo's AP^bb and AP^mk
@@ -398,5 +399,5 @@ def _latex_cell(cell: Cell | None) -> str:
         text += f"$\\pm${number(cell.spread)}"
     text += f"$^{{{cell.n}}}$"
     if cell.delta is not None:
-        text += f" {{\\scriptsize {delta_text(cell.delta)}}}"
+        text += f" {{\\scriptsize {delta_text(cell.delta).replace('-', '$-$')}}}"  # a minus, not a hyphen
     return text
