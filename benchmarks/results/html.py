@@ -4,7 +4,9 @@ each run's TIDE and Hoiem charts, and links to every run's directory and config.
 Self-contained means a reader needs nothing but the file: the CSS is inline and every image is a base64 data URI
 (the runs' chart PNGs read from their output directories, the comparison and utility charts drawn here with
 matplotlib in memory), so it opens offline, mails as one attachment and prints (``@media print``). Links to run
-directories are relative to the report's folder, so they keep working when work/ and the report move together.
+directories are relative to the report's folder (a run directory the store holds as a relative path is taken
+relative to the current directory, where tools/transfer.py ran), so they keep working when work/ and the report
+move together.
 """
 from __future__ import annotations
 

@@ -74,7 +74,7 @@ PRESETS = {preset.name: preset for preset in [
            _fixed(*_detection("coco_maskrcnn_fpn", "R50-FPN 1x", _BOX + _MASK),
                   *_detection("coco_maskrcnn", "R50-C4 1x", _BOX + _MASK))),
     Preset("hpt_table1", "Faster R-CNN C4 on Pascal VOC07 and BDD100K",
-           "HPT (Reed et al. 2022) Table 1: median AP, AP50, AP75 over three runs; HPT finetunes VOC07+12 as here",
+           "HPT (Reed et al. 2022) Table 1: median AP, AP50, AP75 over three runs of Faster R-CNN C4",
            "median",
            _fixed(*_detection("voc_fasterrcnn", "Pascal VOC07", _BOX),
                   *_detection("bdd_fasterrcnn", "BDD", _BOX))),
