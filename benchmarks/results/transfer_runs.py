@@ -72,12 +72,12 @@ def parse_resources(text: str | None) -> dict[str, float]:
 
 
 def transfer_has_db_option() -> bool:
-    """Whether this tree's tools/transfer.py takes ``--db`` (it then writes the run's store row itself)."""
-    result = subprocess.run([sys.executable, str(TRANSFER_SCRIPT), "--help"], capture_output=True, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
-    if result.returncode != 0:
-        raise RuntimeError(f"{TRANSFER_SCRIPT} --help failed: {result.stderr[-_TAIL:]}")
-    return "--db" in result.stdout
+    """Whether this tree's tools/transfer.py takes ``--db`` (it then writes the run's store row itself).
+
+    Transitional, while the store's --db is not in every tree: read from the script's source, because asking
+    ``transfer.py --help`` costs a torch import (seconds) per sweep or suite.
+    """
+    return 'add_argument("--db"' in TRANSFER_SCRIPT.read_text()
 
 
 def transfer_command(task: str, weights: str, output: Path, *, seed=None, db: Path | None = None, data_root=None,
