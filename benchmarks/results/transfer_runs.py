@@ -12,6 +12,7 @@ import contextlib
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -194,7 +195,15 @@ def ray_session(address: str | None = None):
         ray.init(address=address, runtime_env=runtime_env, log_to_driver=False)
     else:
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, runtime_env=runtime_env, log_to_driver=False)
+    previous = signal.signal(signal.SIGTERM, _terminate)  # `kill` shuts Ray down too, as Ctrl-C does
     try:
         yield ray
     finally:
+        signal.signal(signal.SIGTERM, previous)
         ray.shutdown()
+
+
+def _terminate(signum, frame):
+    print(f"terminated by signal {signum}: Ray shuts down; the runs in progress keep their 'running' rows (a suite "
+          "run again runs their cells again)", file=sys.stderr, flush=True)
+    raise SystemExit(128 + signum)
