@@ -174,7 +174,7 @@ def run_suite(weights: Sequence[str], tasks: str, seeds: int, output, resources:
     atomic_write_text(output / "suite.json", json.dumps(record, indent=2, allow_nan=True) + "\n")
     print(f"Suite: {record['finished']} cells finished, {record['failed']} failed, {record['skipped']} skipped; "
           f"{output / 'suite.json'}", flush=True)
-    write_leaderboard(db_path, metrics, output)
+    write_leaderboard(db_path, cells, metrics, output)
     return record
 
 
@@ -221,17 +221,21 @@ def report_columns(metrics: dict[str, list[str]]) -> str:
     return ",".join(f"{task}:{name}" for task, names in metrics.items() for name in names)
 
 
-def write_leaderboard(db: Path, metrics: dict[str, list[str]], output: Path) -> None:
+def write_leaderboard(db: Path, cells: Sequence[Cell], metrics: dict[str, list[str]], output: Path) -> None:
     """leaderboard.md and report.html from the store through tools/report.py: one row per checkpoint, one column
-    per task's main metric, the median over seeds (HPT's statistic)."""
+    per task's main metric, the median over seeds (HPT's statistic). Only runs of the suite's protocol count (its
+    tasks, config hashes and seeds); other checkpoints the store holds under the same protocol get rows too."""
     if not REPORT_SCRIPT.is_file():
         raise NotImplementedError(f"the leaderboard needs {REPORT_SCRIPT} (the results report of issue 12), which "
                                   f"this tree does not have yet; the suite's runs are in {db} and listed in "
                                   f"{output / 'suite.json'}")
-    command = [sys.executable, str(REPORT_SCRIPT), "--db", str(db), "--rows", "weights", "--cols",
-               report_columns(metrics), "--agg", "median", "--format", "md", "--out", str(output / "leaderboard.md"),
-               "--html", str(output / "report.html")]
-    result = subprocess.run(command, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"tools/report.py failed (exit {result.returncode}): {result.stderr[-2000:]}")
+    where = [f"{column}={value}" for column in ("task", "config_hash", "seed")
+             for value in dict.fromkeys(str(getattr(cell, column)) for cell in cells)]
+    common = [sys.executable, str(REPORT_SCRIPT), "--db", str(db), *(f"--where={item}" for item in where),
+              "--rows", "weights", "--cols", report_columns(metrics), "--agg", "median"]
+    for extra in (["--format", "md", "--out", str(output / "leaderboard.md")], ["--html", str(output / "report.html")]):
+        result = subprocess.run(common + extra, capture_output=True, text=True)
+        if result.returncode != 0:
+            raise RuntimeError(f"tools/report.py failed (exit {result.returncode}): {result.stderr[-2000:]}")
+    print((output / "leaderboard.md").read_text())
     print(f"Leaderboard: {output / 'leaderboard.md'}, {output / 'report.html'}")
