@@ -256,15 +256,24 @@ def sweep_table(record: dict) -> str:
              f"Selection: {record['mode']} {record['metric']} on {record['selected_on']}."]
     if record["preset"]:
         lines.append(f"Preset {record['preset']}: {record['preset_source']}.")
-    lines += ["", "| trial | " + " | ".join(record["grid"]) + f" | status | {record['metric']} | output |",
-              "|---" * (len(record["grid"]) + 4) + "|"]
+    on_val = record["selected_on"] == "val"  # then the test value is the one a paper reports
+    metric = record["metric"]
+    lines += ["", "| trial | " + " | ".join(record["grid"]) + f" | status | {'val ' if on_val else ''}{metric} | "
+              + (f"test {metric} | " if on_val else "") + "output |", "|---" * (len(record["grid"]) + 4 + on_val) + "|"]
+
+    def number(value):
+        return f"{value:.2f}" if finite(value) else "-"
+
     for row in record["trials"]:
         mark = " (best)" if row["trial"] == record["best"] else ""
-        value = f"{row['value']:.2f}" if finite(row["value"]) else "-"
+        test = f"{number(row['metrics'].get(metric))} | " if on_val else ""
         lines.append(f"| {row['trial']}{mark} | " + " | ".join(row["params"][key] for key in record["grid"])
-                     + f" | {row['status']} | {value} | {row['output_dir']} |")
+                     + f" | {row['status']} | {number(row['value'])} | {test}{row['output_dir']} |")
     best = next((row for row in record["trials"] if row["trial"] == record["best"]), None)
-    lines += ["", f"Best: trial {best['trial']} ({', '.join(f'{k}={v}' for k, v in best['params'].items())}), "
-                  f"{record['metric']} {best['value']:.2f}." if best else "Best: none (no trial finished with the "
-                                                                         "metric)."]
+    if best is None:
+        lines += ["", "Best: none (no trial finished with the metric)."]
+    else:
+        test = f" (test {number(best['metrics'].get(metric))})" if on_val else ""
+        lines += ["", f"Best: trial {best['trial']} ({', '.join(f'{k}={v}' for k, v in best['params'].items())}), "
+                      f"{'val ' if on_val else ''}{metric} {best['value']:.2f}{test}."]
     return "\n".join(lines) + "\n"
