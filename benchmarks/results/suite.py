@@ -11,6 +11,7 @@ suite resumes after a crash, and adding a checkpoint runs only its cells. Each c
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -22,9 +23,10 @@ import yaml
 from converters.io import atomic_write_text
 
 from ..tasks import get_task, run_config
-from .store import ResultsStore, config_hash, default_db_path, file_sha256
+from .store import ResultsStore, config_hash, default_db_path, file_sha256, flat_metrics
 from .transfer_runs import (
     REPO_ROOT,
+    absolute,
     main_metrics,
     parse_resources,
     ray_session,
@@ -76,7 +78,7 @@ def parse_data_roots(items: Sequence[str], tasks: Sequence[str]) -> dict[str, st
         if not Path(path).is_dir():
             raise FileNotFoundError(f"--data-root {item!r}: no such directory {path}")
         for name in ([task] if task else tasks):
-            roots[name] = path
+            roots[name] = absolute(path)
     return roots
 
 
@@ -127,7 +129,7 @@ def mark_done_and_resumable(cells: Sequence[Cell], store: ResultsStore) -> None:
         rows = store.query(status="finished", task=cell.task, weights_sha256=cell.weights_sha256,
                            config_hash=cell.config_hash, seed=cell.seed)
         if rows:
-            cell.status, cell.run_id, cell.metrics = "skipped", rows[-1].run_id, rows[-1].metrics
+            cell.status, cell.run_id, cell.metrics = "skipped", rows[-1].run_id, flat_metrics(rows[-1].metrics)
             continue
         saved = cell.output_dir / "config.yaml"
         if saved.is_file():
@@ -146,7 +148,7 @@ def run_suite(weights: Sequence[str], tasks: str, seeds: int, output, resources:
     task_names = parse_tasks(tasks)
     output = Path(output).resolve()
     share = parse_resources(resources)
-    cells, metrics = plan_cells(list(weights), task_names, seeds, output,
+    cells, metrics = plan_cells([absolute(path) for path in weights], task_names, seeds, output,
                                 parse_data_roots(data_roots, task_names), overrides)
     db_path = default_db_path(db).resolve()
     store = ResultsStore(db_path)
@@ -181,7 +183,7 @@ def run_suite(weights: Sequence[str], tasks: str, seeds: int, output, resources:
 def _run_cells(cells: Sequence[Cell], share: dict, address: str | None, db: Path | None,
                overrides: Sequence[str]) -> None:
     """Every cell as a Ray task (no retries: a failed run is reported, not repeated), results back in ``cells``."""
-    env = trial_environment()
+    env, cwd = trial_environment(), os.getcwd()
     with ray_session(address) as ray:
         remote = ray.remote(run_transfer).options(num_cpus=share["cpu"], num_gpus=share["gpu"], max_retries=0)
         futures = {}
@@ -189,7 +191,7 @@ def _run_cells(cells: Sequence[Cell], share: dict, address: str | None, db: Path
             command = transfer_command(cell.task, cell.weights, cell.output_dir, seed=cell.seed, db=db,
                                        data_root=cell.data_root, resume=cell.resume, num_gpus=int(share["gpu"]),
                                        overrides=overrides)
-            futures[remote.remote(command, cell.task, str(cell.output_dir), share["cpu"], env)] = cell
+            futures[remote.remote(command, cell.task, str(cell.output_dir), share["cpu"], env, cwd)] = cell
         remaining = list(futures)
         while remaining:
             done, remaining = ray.wait(remaining, num_returns=1)

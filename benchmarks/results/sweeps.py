@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,7 @@ from converters.io import atomic_write_text
 from ..tasks import get_task, run_config
 from .store import ResultsStore, default_db_path
 from .transfer_runs import (
+    absolute,
     finite,
     main_metrics,
     parse_resources,
@@ -149,6 +151,9 @@ def run_sweep(task: str, weights: str, output, grid_items: Sequence[str] = (), p
               db=None, data_root=None, config_file=None, overrides: Sequence[str] = ()) -> dict:
     """Run the sweep and write sweep.json / sweep.md into ``output``; the sweep's record (see module doc)."""
     get_task(task)
+    weights, data_root, config_file = absolute(weights), absolute(data_root), absolute(config_file)
+    if weights != "none" and not Path(weights).is_file():
+        raise FileNotFoundError(f"--weights {weights}: no such file")
     if mode not in ("max", "min"):
         raise ValueError(f"--mode {mode!r}: max or min")
     output = Path(output).resolve()
@@ -192,13 +197,13 @@ def run_sweep(task: str, weights: str, output, grid_items: Sequence[str] = (), p
 
 def _tune(task: str, commands: list, trials: list, share: dict, address: str | None, output: Path) -> dict:
     """Every trial on Ray Tune (one grid point each); trial index -> run_transfer's result."""
-    env = trial_environment()
+    env, cwd = trial_environment(), os.getcwd()
     with ray_session(address):
         from ray import tune
 
         def trainable(config):
             index = config["trial"]
-            result = run_transfer(commands[index], task, trials[index]["output_dir"], share["cpu"], env)
+            result = run_transfer(commands[index], task, trials[index]["output_dir"], share["cpu"], env, cwd)
             tune.report({"result": json.dumps(result, allow_nan=True), "returncode": result["returncode"]})
 
         specs = trials

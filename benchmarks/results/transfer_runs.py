@@ -96,10 +96,13 @@ def transfer_command(task: str, weights: str, output: Path, *, seed=None, db: Pa
     return command + [str(item) for item in overrides]
 
 
-def run_transfer(command: Sequence[str], task: str, output: str, cpus: float, env: Mapping[str, str]) -> dict:
+def run_transfer(command: Sequence[str], task: str, output: str, cpus: float, env: Mapping[str, str],
+                 cwd: str) -> dict:
     """Run one transfer command to its end (in a Ray worker); what happened, as plain data the driver can read.
 
-    The process gets ``OMP_NUM_THREADS`` = its CPU share; its output is appended to ``<output>/transfer_output.txt``.
+    The process gets ``OMP_NUM_THREADS`` = its CPU share and the driver's working directory ``cwd`` where this
+    machine has it (so relative paths in overrides mean what they meant to the user), else the repository root;
+    its output is appended to ``<output>/transfer_output.txt``.
     The result carries the run's flat metrics (from its metrics.json) and the val metrics it chose by, if any, so
     that a driver on another machine of a cluster need not read the run's files.
     """
@@ -110,7 +113,8 @@ def run_transfer(command: Sequence[str], task: str, output: str, cpus: float, en
     with open(output / LOG_NAME, "a") as log:
         log.write(f"$ {' '.join(command)}\n")
         log.flush()
-        returncode = subprocess.run(list(command), stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+        returncode = subprocess.run(list(command), stdout=log, stderr=subprocess.STDOUT,
+                                    cwd=cwd if Path(cwd).is_dir() else REPO_ROOT,
                                     env={**os.environ, **env, "OMP_NUM_THREADS": threads}).returncode
     result = {"returncode": returncode, "wall_time": time.time() - started, "metrics": {}, "val_metrics": None,
               "error": None}
@@ -171,6 +175,11 @@ def resolve_metric(name: str, available: Sequence[str]) -> str:
 
 def finite(value) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def absolute(path):
+    """A path option as the driver means it, for a process started elsewhere; ``None`` and ``none`` stay."""
+    return path if path in (None, "none") else str(Path(path).resolve())
 
 
 def trial_environment() -> dict[str, str]:
