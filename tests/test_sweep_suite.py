@@ -18,7 +18,7 @@ from benchmarks.data.writers import write_image_folder
 from benchmarks.results.store import ResultsStore, RunRecord
 from benchmarks.results.suite import mark_done_and_resumable, plan_cells, report_columns, weights_names
 from benchmarks.results.sweeps import PRESETS, grid_trials, parse_grid, split_values, sweep_grid
-from benchmarks.results.transfer_runs import parse_resources, resolve_metric, transfer_has_db_option
+from benchmarks.results.transfer_runs import parse_resources, resolve_metric
 from benchmarks.tasks import run_config
 from converters import save_canonical
 
@@ -27,7 +27,6 @@ from .conftest import REPO
 # ResNet-18 on 32 px images, two k: a kNN run takes seconds.
 FAST = ["MODEL.ARCH", "resnet18", "INPUT.CROP_SIZE", "32", "INPUT.RESIZE", "32", "DATALOADER.NUM_WORKERS", "0",
         "DATALOADER.BATCH_SIZE", "64", "KNN.KS", "(3, 10)"]
-WITH_DB = transfer_has_db_option()
 
 
 @pytest.fixture(scope="module")
@@ -124,12 +123,9 @@ def test_sweep_runs_each_trial_in_its_directory_and_reports_the_best(tmp_path, i
         assert trial["value"] == values[-1] and trial["status"] == "finished"
     assert record["best"] == values.index(max(values))
     assert f"| {record['best']} (best) |" in (output / "sweep.md").read_text()
-    if WITH_DB:
-        rows = ResultsStore(db).query()
-        assert sorted(row.output_dir for row in rows) == [str(output / "trial_000"), str(output / "trial_001")]
-        assert {row.run_id for row in rows} == {trial["run_id"] for trial in record["trials"]}
-    else:
-        assert record["db"] is None and "no --db option" in result.stdout
+    rows = ResultsStore(db).query()
+    assert sorted(row.output_dir for row in rows) == [str(output / "trial_000"), str(output / "trial_001")]
+    assert {row.run_id for row in rows} == {trial["run_id"] for trial in record["trials"]}
 
 
 def test_suite_skips_finished_cells_and_reruns_a_killed_one(tmp_path, image_folder, resnet18):
@@ -147,8 +143,10 @@ def test_suite_skips_finished_cells_and_reruns_a_killed_one(tmp_path, image_fold
     args = ["--weights", "none", str(weights), "--tasks", "knn", "--seeds", "1", "--data-root", str(image_folder),
             "--output", str(output), "--db", str(db), *FAST]
     result = tool("suite.py", *args, cache=tmp_path / "cache")
-    assert result.returncode == 2, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "the leaderboard needs" in result.stderr and "tools/report.py" in result.stderr  # not in this tree yet
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    leaderboard = (output / "leaderboard.md").read_text()
+    assert "| scratch |" in leaderboard and "| r18 |" in leaderboard and "knn" in leaderboard
+    assert (output / "report.html").read_text().startswith("<!DOCTYPE html>")
     record = json.loads((output / "suite.json").read_text())
     assert (record["skipped"], record["finished"], record["failed"]) == (1, 1, 0)
     skipped, ran = record["cells"]
@@ -159,12 +157,9 @@ def test_suite_skips_finished_cells_and_reruns_a_killed_one(tmp_path, image_fold
     assert ran["metrics"] == {f"knn/{k}/{m}": v for k, values in json.loads(
         (output / "knn" / "r18" / "seed_0" / "metrics.json").read_text())["knn"].items() for m, v in values.items()}
     rows = store.query(status=None, task="knn", weights_sha256=killed.weights_sha256)
-    if not WITH_DB:
-        assert [row.status for row in rows] == ["running"]
-        return
     assert [row.status for row in rows] == ["running", "finished"] and ran["run_id"] == rows[1].run_id
     again = tool("suite.py", *args, cache=tmp_path / "cache")
-    assert again.returncode == 2 and "the leaderboard needs" in again.stderr
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     record = json.loads((output / "suite.json").read_text())
     assert (record["skipped"], record["finished"], record["failed"]) == (2, 0, 0)
     assert len(store.query(status=None)) == 3  # nothing ran, nothing was added

@@ -32,7 +32,6 @@ from .transfer_runs import (
     ray_session,
     run_transfer,
     transfer_command,
-    transfer_has_db_option,
     trial_environment,
 )
 
@@ -157,14 +156,9 @@ def run_suite(weights: Sequence[str], tasks: str, seeds: int, output, resources:
     print(f"Suite: {len(weights)} checkpoint(s) x {len(task_names)} task(s) x {seeds} seed(s) = {len(cells)} cells; "
           f"{len(cells) - len(pending)} already finished in {db_path}, {len(pending)} to run with "
           f"{share['cpu']:g} CPU and {share['gpu']:g} GPU each", flush=True)
-    with_db = transfer_has_db_option()
-    if not with_db:
-        print("suite: warning: tools/transfer.py has no --db option in this tree, so the cells write no rows to the "
-              f"results store {db_path}: a rerun cannot skip them", flush=True)
     if pending:
-        _run_cells(pending, share, address, db_path if with_db else None, overrides)
-    if with_db:
-        _check_rows(pending, store)
+        _run_cells(pending, share, address, db_path, overrides)
+    _check_rows(pending, store)
     record = {"db": str(db_path), "tasks": task_names, "weights": list(weights), "seeds": seeds,
               "main_metrics": metrics, **{status: sum(cell.status == status for cell in cells)
                                           for status in ("skipped", "finished", "failed")},
@@ -180,7 +174,7 @@ def run_suite(weights: Sequence[str], tasks: str, seeds: int, output, resources:
     return record
 
 
-def _run_cells(cells: Sequence[Cell], share: dict, address: str | None, db: Path | None,
+def _run_cells(cells: Sequence[Cell], share: dict, address: str | None, db: Path,
                overrides: Sequence[str]) -> None:
     """Every cell as a Ray task (no retries: a failed run is reported, not repeated), results back in ``cells``."""
     env, cwd = trial_environment(), os.getcwd()
@@ -227,10 +221,6 @@ def write_leaderboard(db: Path, cells: Sequence[Cell], metrics: dict[str, list[s
     """leaderboard.md and report.html from the store through tools/report.py: one row per checkpoint, one column
     per task's main metric, the median over seeds (HPT's statistic). Only runs of the suite's protocol count (its
     tasks, config hashes and seeds); other checkpoints the store holds under the same protocol get rows too."""
-    if not REPORT_SCRIPT.is_file():
-        raise NotImplementedError(f"the leaderboard needs {REPORT_SCRIPT} (the results report of issue 12), which "
-                                  f"this tree does not have yet; the suite's runs are in {db} and listed in "
-                                  f"{output / 'suite.json'}")
     where = [f"{column}={value}" for column in ("task", "config_hash", "seed")
              for value in dict.fromkeys(str(getattr(cell, column)) for cell in cells)]
     common = [sys.executable, str(REPORT_SCRIPT), "--db", str(db), *(f"--where={item}" for item in where),

@@ -30,7 +30,6 @@ from .transfer_runs import (
     run_transfer,
     selection_split,
     transfer_command,
-    transfer_has_db_option,
     trial_environment,
 )
 
@@ -171,24 +170,19 @@ def run_sweep(task: str, weights: str, output, grid_items: Sequence[str] = (), p
                        "overrides": trial_overrides})
     metric = metric or main_metrics(base_cfg)[0]
     db_path = default_db_path(db).resolve()
-    with_db = transfer_has_db_option()
-    commands = [transfer_command(task, weights, Path(t["output_dir"]), seed=t["seed"], db=db_path if with_db else None,
+    commands = [transfer_command(task, weights, Path(t["output_dir"]), seed=t["seed"], db=db_path,
                                  data_root=data_root, config_file=config_file, num_gpus=int(share["gpu"]),
                                  overrides=t["overrides"]) for t in trials]
     print(f"Sweep of {task} ({weights}): {len(trials)} trials over {', '.join(grid)}, each with {share['cpu']:g} CPU "
           f"and {share['gpu']:g} GPU, into {output}/trial_<i>")
-    if not with_db:
-        print("sweep: warning: tools/transfer.py has no --db option in this tree, so the trials write no rows to the "
-              f"results store {db_path}; sweep.json still records every trial")
     results = _tune(task, commands, trials, share, address, output)
     record = _summarize(task, weights, metric, mode, preset, grid, trials, results, base_cfg)
-    if with_db:
-        store = ResultsStore(db_path)
-        for trial in record["trials"]:
-            rows = store.query(status=None, output_dir=trial["output_dir"])
-            trial["run_id"] = rows[-1].run_id if rows else None
-            trial["store_status"] = rows[-1].status if rows else None
-    record["db"] = str(db_path) if with_db else None
+    store = ResultsStore(db_path)
+    for trial in record["trials"]:
+        rows = store.query(status=None, output_dir=trial["output_dir"])
+        trial["run_id"] = rows[-1].run_id if rows else None
+        trial["store_status"] = rows[-1].status if rows else None
+    record["db"] = str(db_path)
     output.mkdir(parents=True, exist_ok=True)
     atomic_write_text(output / "sweep.json", json.dumps(record, indent=2, allow_nan=True) + "\n")
     atomic_write_text(output / "sweep.md", sweep_table(record))

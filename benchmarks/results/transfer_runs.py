@@ -72,15 +72,6 @@ def parse_resources(text: str | None) -> dict[str, float]:
     return resources
 
 
-def transfer_has_db_option() -> bool:
-    """Whether this tree's tools/transfer.py takes ``--db`` (it then writes the run's store row itself).
-
-    Transitional, while the store's --db is not in every tree: read from the script's source, because asking
-    ``transfer.py --help`` costs a torch import (seconds) per sweep or suite.
-    """
-    return 'add_argument("--db"' in TRANSFER_SCRIPT.read_text()
-
-
 def transfer_command(task: str, weights: str, output: Path, *, seed=None, db: Path | None = None, data_root=None,
                      config_file=None, resume: bool = False, num_gpus: int = 1,
                      overrides: Sequence[str] = ()) -> list[str]:
