@@ -7,6 +7,7 @@ assertions on rows the trials wrote are replaced by the check that the sweep and
 """
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -146,6 +147,7 @@ def test_suite_skips_finished_cells_and_reruns_a_killed_one(tmp_path, image_fold
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     leaderboard = (output / "leaderboard.md").read_text()
     assert "| scratch |" in leaderboard and "| r18 |" in leaderboard and "knn" in leaderboard
+    assert re.search(r"\| r18 \|[^\n]*\([+\-−]\d", leaderboard), leaderboard  # its difference to random init
     assert (output / "report.html").read_text().startswith("<!DOCTYPE html>")
     record = json.loads((output / "suite.json").read_text())
     assert (record["skipped"], record["finished"], record["failed"]) == (1, 1, 0)

@@ -24,6 +24,7 @@ from converters.io import atomic_write_text
 
 from ..tasks import get_task, run_config
 from .store import ResultsStore, config_hash, default_db_path, file_sha256, flat_metrics
+from .tables import SCRATCH
 from .transfer_runs import (
     REPO_ROOT,
     absolute,
@@ -219,12 +220,15 @@ def report_columns(metrics: dict[str, list[str]]) -> str:
 
 def write_leaderboard(db: Path, cells: Sequence[Cell], metrics: dict[str, list[str]], output: Path) -> None:
     """leaderboard.md and report.html from the store through tools/report.py: one row per checkpoint, one column
-    per task's main metric, the median over seeds (HPT's statistic). Only runs of the suite's protocol count (its
+    per task's main metric, the median over seeds (HPT's statistic), and its difference to random init when the
+    suite has ``none``. Only runs of the suite's protocol count (its
     tasks, config hashes and seeds); other checkpoints the store holds under the same protocol get rows too."""
     where = [f"{column}={value}" for column in ("task", "config_hash", "seed")
              for value in dict.fromkeys(str(getattr(cell, column)) for cell in cells)]
     common = [sys.executable, str(REPORT_SCRIPT), "--db", str(db), *(f"--where={item}" for item in where),
               "--rows", "weights", "--cols", report_columns(metrics), "--agg", "median"]
+    if any(cell.weights == "none" for cell in cells):  # each checkpoint's gain over random init, as the papers print
+        common += ["--baseline", SCRATCH]
     for extra in (["--format", "md", "--out", str(output / "leaderboard.md")], ["--html", str(output / "report.html")]):
         result = subprocess.run(common + extra, capture_output=True, text=True)
         if result.returncode != 0:
