@@ -45,7 +45,8 @@ tr.baseline td { background: #fafbfc; font-style: italic; }
 sup.n { color: var(--muted); font-size: .7em; margin-left: .1em; }
 .missing { color: var(--muted); }
 figure { margin: .75rem 0 1.25rem; } figure img { max-width: 100%; height: auto; border: 1px solid var(--rule); }
-.runs td { text-align: left; font-size: .88rem; } .status-failed { color: var(--bad); }
+.runs td { text-align: left; font-size: .88rem; } .runs td.path { white-space: normal; overflow-wrap: anywhere; }
+.status-failed { color: var(--bad); }
 @media print {
   body { font-size: 10pt; max-width: none; padding: 0; }
   nav { display: none; }
@@ -205,10 +206,10 @@ def runs_html(records: Sequence[RunRecord], report_dir: Path) -> str:
         ended = time.strftime("%Y-%m-%d %H:%M", time.localtime(record.ended_at)) if record.ended_at else MISSING
         status = html.escape(record.status) + (f": {html.escape(record.error)}" if record.error else "")
         rows.append(f"<tr><td>{html.escape(record.task)}</td><td>{html.escape(record.dataset_name or MISSING)}</td>"
-                    f"<td>{html.escape(record.weights)}</td><td>{html.escape(str(record.seed))}</td>"
+                    f'<td class="path">{html.escape(record.weights)}</td><td>{html.escape(str(record.seed))}</td>'
                     f"<td>{html.escape(str(record.labels) if record.labels is not None else MISSING)}</td>"
                     f'<td class="status-{html.escape(record.status)}">{status}</td><td>{ended}</td>'
-                    f"<td>{links}</td></tr>")
+                    f'<td class="path">{links}</td></tr>')
     return ('<div class="scroll"><table class="runs"><thead><tr><th>task</th><th>dataset</th><th>weights</th>'
             "<th>seed</th><th>labels</th><th>status</th><th>ended</th><th>directory, config</th></tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table></div>")
