@@ -412,15 +412,18 @@ def test_transfer_tool_runs_faster_rcnn_fpn(tiny_coco_root, tmp_path):
     assert any("loss_rpn_cls" in event for event in trained)
 
 
-def test_mask_rcnn_fpn_task_under_torchrun(tiny_coco_root, tmp_path):
-    """coco_maskrcnn_fpn in two gloo processes: SyncBN in backbone, FPN and heads, box and mask AP."""
-    config = tiny_fpn_config(tmp_path, "coco_mask_rcnn_R_50_FPN_demo.yaml")
+@pytest.mark.parametrize("task, demo, model, types", [
+    ("coco_maskrcnn_fpn", "coco_mask_rcnn_R_50_FPN_demo.yaml", "R18-FPN Mask R-CNN", {"bbox", "segm"}),
+    ("coco_fasterrcnn_fpn", "coco_faster_rcnn_R_50_FPN_demo.yaml", "R18-FPN Faster R-CNN", {"bbox"})])
+def test_fpn_task_under_torchrun(task, demo, model, types, tiny_coco_root, tmp_path):
+    """Two gloo processes: SyncBN in backbone, FPN and heads; the task's AP types."""
+    config = tiny_fpn_config(tmp_path, demo)
     output = tmp_path / "ddp"
     result = run_tool("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "tools/transfer.py",
-                      "--task", "coco_maskrcnn_fpn", "--config", str(config), "--data-root", str(tiny_coco_root),
+                      "--task", task, "--config", str(config), "--data-root", str(tiny_coco_root),
                       "--weights", "none", "--output", str(output), timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     log = (output / "log.txt").read_text()
-    assert "R18-FPN Mask R-CNN" in log and "naiveSyncBN" in log
+    assert model in log and "naiveSyncBN" in log
     metrics = json.loads((output / "metrics.json").read_text())
-    assert set(metrics) == {"bbox", "segm"} and metrics["segm"].keys() >= {"AP", "AP50", "AP75"}
+    assert set(metrics) == types and all(metrics[kind].keys() >= {"AP", "AP50", "AP75"} for kind in types)
