@@ -12,6 +12,7 @@ import torch
 import torchvision
 from PIL import Image
 
+from benchmarks.results.store import ResultsStore
 from converters import load_torch_file
 
 from .conftest import REPO
@@ -73,7 +74,8 @@ def selection(data, tmp_path_factory):
     """One selection through the command line, as a user runs it."""
     output = tmp_path_factory.mktemp("run") / "sel"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TRANSFERLAB_CACHE": str(data["root"] / "cache")}
-    result = subprocess.run([sys.executable, "tools/select_source.py", *arguments(data, output)], cwd=REPO,
+    result = subprocess.run([sys.executable, "tools/select_source.py", *arguments(data, output),
+                             "--db", str(output.parent / "results.db")], cwd=REPO,
                             capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     return output, result.stdout
@@ -113,6 +115,15 @@ def test_selection_json_holds_every_candidate_and_the_winner(selection, data):
         sweep = json.loads((output / name / "probe" / "sweep.json").read_text())
         assert row["score"] == sweep["val"][sweep["chosen"]]["top1"]  # the probe's own val score of its choice
     assert candidates["base"]["checkpoint"] == str(data["base"].resolve())
+
+
+def test_each_probe_is_a_finished_linear_row_in_the_store(selection):
+    output, _ = selection
+    record = json.loads((output / "selection.json").read_text())
+    rows = ResultsStore(output.parent / "results.db").query(task="linear")
+    assert len(rows) == 3 and {row.status for row in rows} == {"finished"}
+    assert sorted(row.weights_sha256 for row in rows) == sorted(row["sha256"] for row in record["candidates"])
+    assert all(row.metrics["linear"] and row.config_hash for row in rows)
 
 
 def test_each_stage_starts_from_the_base(selection, data):

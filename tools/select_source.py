@@ -28,6 +28,7 @@ import argparse
 import json
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 # Run as a script, this file's directory comes first on sys.path and tools/pretrain.py would shadow the `pretrain`
@@ -46,6 +47,8 @@ from benchmarks.engine.config import ConfigError, load_config  # noqa: E402
 from benchmarks.engine.distributed import init_distributed  # noqa: E402
 from benchmarks.engine.lock import lock_output_dir  # noqa: E402
 from benchmarks.engine.logging import setup_logger  # noqa: E402
+from benchmarks.results.records import RecordedRun, run_record  # noqa: E402
+from benchmarks.results.store import default_db_path  # noqa: E402
 from benchmarks.tasks import get_task, load_task_config  # noqa: E402
 from converters import load_backbone  # noqa: E402
 from converters.io import atomic_write_text  # noqa: E402
@@ -81,6 +84,8 @@ def parse_args(argv=None):
     parser.add_argument("--target", required=True,
                         help="labelled target dataset root with train/ and val/ splits, or domain_a / domain_b")
     parser.add_argument("--output", help="output directory (default: work/select/<target name>)")
+    parser.add_argument("--db", help="results store each probe's row goes to (default: $TRANSFERLAB_DB, else "
+                        "work/results.db)")
     parser.add_argument("--config", default=str(DEFAULT_CONFIG),
                         help="pretraining recipe of the stages (default: configs/pretrain/hpt_demo.yaml, HPT's "
                              "recipe at demo size; configs/pretrain/hpt_r50.yaml is the paper's); METHOD is hpt")
@@ -239,7 +244,7 @@ def run_stage(cfg: CfgNode, device, logger) -> dict:
     return record | {"reused": False}
 
 
-def run_probe(cfg: CfgNode, sha256: str, logger) -> dict:
+def run_probe(cfg: CfgNode, sha256: str, db, logger) -> dict:
     """The linear probe of one checkpoint on the target, or the score a previous run wrote for the same file and
     config; returns the score record (val/test metrics of the head chosen on val)."""
     output = Path(cfg.OUTPUT_DIR)
@@ -249,7 +254,8 @@ def run_probe(cfg: CfgNode, sha256: str, logger) -> dict:
         return record | {"reused": True}
     started = time.perf_counter()
     setup_logger(output)
-    get_task("linear").run(cfg)
+    row = RecordedRun(default_db_path(db), run_record(cfg))  # a linear-probe run like tools/transfer.py's
+    row.finish(row.track(partial(get_task("linear").run, cfg)))
     sweep = json.loads((output / "sweep.json").read_text())
     chosen = sweep["chosen"]
     record = {"checkpoint": cfg.MODEL.WEIGHTS, "sha256": sha256, "metric": sweep["metric"],
@@ -324,11 +330,11 @@ def main(args) -> int:
         for name, source in sources:
             stage = run_stage(stage_configs[name], device, logger)
             setup_logger(output)
-            score = run_probe(probe_configs[name], stage["sha256"], logger)
+            score = run_probe(probe_configs[name], stage["sha256"], args.db, logger)
             setup_logger(output)
             logger.info("%s: val %s %.2f (%s)", name, score["metric"], score["score"], stage["checkpoint"])
             rows.append(candidate_row(name, str(source), stage, score, probe_configs[name], stage_configs[name]))
-        score = run_probe(probe_configs[BASE_NAME], base_sha256, logger)
+        score = run_probe(probe_configs[BASE_NAME], base_sha256, args.db, logger)
         setup_logger(output)
         base_stage = {"steps": 0, "checkpoint": str(base), "sha256": base_sha256, "seconds": 0.0, "reused": True}
         rows.append(candidate_row(BASE_NAME, None, base_stage, score, probe_configs[BASE_NAME], None))

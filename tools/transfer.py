@@ -15,6 +15,7 @@ an error naming the database after its files are written; tools/results.py impor
 import argparse
 import json
 import sys
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -115,14 +116,8 @@ def run_trial(args, task, output: Path, seed):
         if cfg.MODEL.WEIGHTS not in ("", "none") and not Path(cfg.MODEL.WEIGHTS).is_file():
             raise FileNotFoundError(f"--weights {cfg.MODEL.WEIGHTS}: no such file")
         row = RecordedRun(default_db_path(args.db), run_record(cfg)) if is_main_process() else None
-        if row is not None:
-            row.start()
-        try:
-            metrics = task.run(cfg, resume=args.resume, eval_only=args.eval_only)
-        except BaseException as error:  # Ctrl-C too: only a killed run leaves its row running
-            if row is not None:
-                row.fail(error)
-            raise
+        run = partial(task.run, cfg, resume=args.resume, eval_only=args.eval_only)
+        metrics = row.track(run) if row is not None else run()
         if row is not None and metrics is not None:  # still locked: these are this run's results
             table = (output / "results.md").read_text()
             print(f"\n{args.task} ({cfg.MODEL.WEIGHTS}):\n{table}")

@@ -22,6 +22,7 @@ from converters import atomic_torch_save, load_backbone
 from converters.canonical import IMAGENET_PIXEL_MEAN, IMAGENET_PIXEL_STD
 
 from ..engine.precise_bn import update_bn_stats
+from ..results.store import file_sha256
 
 __all__ = [
     "RANDOM_INIT",
@@ -74,11 +75,7 @@ def checkpoint_id(weights: str | os.PathLike, seed: int = 0) -> str:
     """What identifies a backbone for the cache: the sha256 of the checkpoint file (not its name), or none+seed."""
     if os.fspath(weights) == RANDOM_INIT:
         return f"{RANDOM_INIT}-seed{seed}"
-    digest = hashlib.sha256()
-    with open(weights, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(weights)
 
 
 def _normalize(meta: dict | None) -> transforms.Normalize:

@@ -27,7 +27,7 @@ import socket
 import sqlite3
 import subprocess
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import yaml
@@ -204,6 +204,16 @@ class RecordedRun:
         except _STORE_ERRORS as error:
             logger.warning("Results store %s: cannot write this run's row (%s); the run goes on and writes its "
                            "row when it ends", self.db, one_line(error))
+
+    def track(self, run: Callable[[], Mapping]) -> Mapping:
+        """``run()`` (a task's run, returning its metrics) with this row ``running`` meanwhile and ``failed`` if it
+        raises, Ctrl-C included (only a killed run leaves its row running); the caller finishes the row."""
+        self.start()
+        try:
+            return run()
+        except BaseException as error:
+            self.fail(error)
+            raise
 
     def finish(self, metrics: Mapping) -> None:
         if not isinstance(metrics, Mapping):
